@@ -20,6 +20,7 @@ binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwo
 complete() {
   local b
   for b in "${binaries[@]}"; do [ -x "$out/$b" ] || return 1; done
+  [ -f "$out/kwok-stages.yaml" ]
 }
 if complete; then echo "$out"; exit 0; fi
 
@@ -105,6 +106,16 @@ build_installable() {
 [ -x "$out/kwok" ] || build_installable sigs.k8s.io/kwok/cmd/kwok "v$KWOK_VERSION" ""
 [ -x "$out/helm" ] || build_installable helm.sh/helm/v3/cmd/helm "v$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+kwok_stages() {
+  # kwok v0.8 has no built-in stages: ship the "fast" node and pod stages from its module.
+  local dir f
+  dir=$(go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"; cat "$dir/kustomize/stage/$f"
+  done > "$out/kwok-stages.yaml"
+}
+[ -f "$out/kwok-stages.yaml" ] || kwok_stages
 [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] || build_kubernetes
 complete || { log "some binaries are missing in $out"; exit 1; }
 log "built in $((SECONDS - start))s into $out ($(du -sh "$out" | cut -f1))"

@@ -1,0 +1,160 @@
+"""Server-side apply, read, delete and status writes: a thin layer on the official client.
+
+It speaks plain dicts and REST paths rather than the client's typed models: the
+operator renders manifests as dicts, server-side apply takes them as they are,
+and skipping the typed (de)serialisation keeps both CPU and memory down.
+Every request that changes something is counted in `writes`, so a reconcile can
+report (and a test can assert) how many writes it made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote, urlencode
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from tenant_operator.names import API_VERSION, FIELD_MANAGER
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def collection_path(self, namespace: str | None = None) -> str:
+        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            return f"{base}/namespaces/{quote(namespace)}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+    def path(self, name: str, namespace: str | None = None) -> str:
+        return f"{self.collection_path(namespace)}/{quote(name)}"
+
+
+KINDS: dict[tuple[str, str], Kind] = {
+    (k.api_version, k.kind): k
+    for k in (
+        Kind("v1", "Namespace", "namespaces", False),
+        Kind("v1", "ResourceQuota", "resourcequotas", True),
+        Kind("v1", "LimitRange", "limitranges", True),
+        Kind("v1", "Secret", "secrets", True),
+        Kind("v1", "ConfigMap", "configmaps", True),
+        Kind("v1", "Service", "services", True),
+        Kind("v1", "ServiceAccount", "serviceaccounts", True),
+        Kind("apps/v1", "Deployment", "deployments", True),
+        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
+        Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
+        Kind(API_VERSION, "Tenant", "tenants", False),
+        Kind(API_VERSION, "TenantPlan", "tenantplans", False),
+    )
+}
+TENANT = KINDS[(API_VERSION, "Tenant")]
+TENANT_PLAN = KINDS[(API_VERSION, "TenantPlan")]
+
+
+def kind_of(manifest: Mapping[str, Any]) -> Kind:
+    return KINDS[(manifest["apiVersion"], manifest["kind"])]
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRef:
+    kind: Kind
+    name: str
+    namespace: str | None = None
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any]) -> "ObjectRef":
+        meta = manifest["metadata"]
+        return cls(kind_of(manifest), meta["name"], meta.get("namespace"))
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind.kind} {where}{self.name}"
+
+
+class Kube:
+    """Apply, read, delete; thread-safe (one urllib3 pool under the client)."""
+
+    def __init__(self, api_client: ApiClient, field_manager: str = FIELD_MANAGER):
+        self.api_client = api_client
+        self.field_manager = field_manager
+        self._writes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def writes(self) -> int:
+        return self._writes
+
+    def _count_write(self) -> None:
+        with self._lock:
+            self._writes += 1
+
+    def request(self, method: str, path: str, query: Iterable[tuple[str, str]] = (), body: Any = None,
+                content_type: str = "application/json", timeout: float = 30) -> dict | None:
+        data = self.raw_request(method, path, query, body, content_type, timeout)
+        return json.loads(data) if data else None
+
+    def raw_request(self, method: str, path: str, query: Iterable[tuple[str, str]] = (), body: Any = None,
+                    content_type: str = "application/json", timeout: float = 30) -> bytes:
+        url = self.api_client.configuration.host + path + (f"?{urlencode(list(query))}" if query else "")
+        headers = {"Accept": "application/json, */*", "Content-Type": content_type}
+        self.api_client.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        response = self.api_client.call_api(method, url, header_params=headers, body=body,
+                                            _request_timeout=timeout)
+        response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response)
+        return response.data
+
+    def read(self, ref: ObjectRef) -> dict | None:
+        try:
+            return self.request("GET", ref.kind.path(ref.name, ref.namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        return self.request("GET", kind.collection_path(namespace), query)["items"]
+
+    def apply(self, manifest: Mapping[str, Any], force: bool = True) -> dict:
+        """Server-side apply as the operator's field manager; force takes over conflicting fields."""
+        ref = ObjectRef.of(manifest)
+        query = [("fieldManager", self.field_manager), ("force", "true" if force else "false")]
+        self._count_write()
+        return self.request("PATCH", ref.kind.path(ref.name, ref.namespace), query, dict(manifest),
+                            content_type="application/apply-patch+yaml")
+
+    def apply_status(self, kind: Kind, name: str, status: Mapping[str, Any]) -> dict:
+        """Server-side apply of the status subresource: the fields we own, nothing else."""
+        body = {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": name},
+                "status": dict(status)}
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        self._count_write()
+        return self.request("PATCH", kind.path(name) + "/status", query, body,
+                            content_type="application/apply-patch+yaml")
+
+    def merge_patch(self, ref: ObjectRef, patch: Mapping[str, Any]) -> dict:
+        self._count_write()
+        return self.request("PATCH", ref.kind.path(ref.name, ref.namespace), [], dict(patch),
+                            content_type="application/merge-patch+json")
+
+    def delete(self, ref: ObjectRef, propagation: str = "Background") -> bool:
+        """Delete; False when it was already gone."""
+        self._count_write()
+        try:
+            self.request("DELETE", ref.kind.path(ref.name, ref.namespace), [],
+                         {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation})
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True

@@ -1,0 +1,46 @@
+"""What a tenant's things are called: one place for every name, label and key.
+
+A tenant name is a DNS label of at most 40 characters (the CRD enforces it), so
+`tenant-<name>` is a valid namespace and `tenant_<name>` (hyphens become
+underscores, which Kubernetes names cannot hold, so the mapping is one to one)
+is a valid PostgreSQL identifier with room left for a quarantine suffix.
+"""
+
+GROUP = "tenancy.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+FIELD_MANAGER = "tenant-operator"
+FINALIZER = f"{GROUP}/finalizer"
+
+LABEL_TENANT = f"{GROUP}/tenant"
+LABEL_TIER = f"{GROUP}/tier"
+LABEL_PLAN = f"{GROUP}/plan"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "tenant-operator"
+
+TENANT_NAME_MAX_LENGTH = 40
+TENANT_NAME_PATTERN = r"^[a-z]([a-z0-9-]*[a-z0-9])?$"
+
+DB_SECRET_NAME = "tenant-db"
+
+
+def tenant_namespace(tenant_name: str) -> str:
+    return f"tenant-{tenant_name}"
+
+
+def sql_name(tenant_name: str) -> str:
+    """The one PostgreSQL identifier of a tenant: its role, schema and (isolated) database."""
+    return "tenant_" + tenant_name.replace("-", "_")
+
+
+def role_name(tenant_name: str) -> str:
+    return sql_name(tenant_name)
+
+
+def schema_name(tenant_name: str) -> str:
+    return sql_name(tenant_name)
+
+
+def database_name(tenant_name: str) -> str:
+    return sql_name(tenant_name)

@@ -1,0 +1,362 @@
+"""A tenant's data tier on PostgreSQL: its role, schema and (isolated) database.
+
+Synchronous psycopg: these functions run in worker threads, one short-lived
+connection each, in autocommit (CREATE DATABASE refuses to run in a transaction,
+and every step is idempotent on its own, so a crash between two steps is
+repaired by the next reconcile).
+
+Every `ensure_*` observes first and changes only what is missing or wrong: a
+reconcile of a provisioned tenant runs SELECTs and nothing else, and reports
+what it did in `EnsureResult.actions` so the caller can log and count writes.
+
+Passwords are sent as SCRAM verifiers computed client-side (what psql's
+\\password does): the server may log DDL (log_statement=ddl) and logs every
+failing statement (log_min_error_statement), and a verifier there is not a
+password. Still, no statement carrying one is ever logged by this module, and
+no password appears in an exception message.
+
+The admin needs CREATEROLE and CREATEDB and must be able to act as the roles it
+creates (a superuser, or on PG16+ a CREATEROLE role with createrole_self_grant
+'set'). Catalogs stay readable by every role: a shared-tier tenant can list the
+names of the other schemas, but not use them; the isolated tier is the answer
+for tenants who mind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from tenant_operator import sql
+from tenant_operator.names import database_name, role_name, schema_name
+
+SHARED = "shared"
+ISOLATED = "isolated"
+TIERS = (SHARED, ISOLATED)
+
+# A tenant must not be able to exhaust the server's max_connections for everyone.
+DEFAULT_CONNECTION_LIMIT = 20
+# Used only when the DSN names no connect_timeout: a worker thread must not hang.
+DEFAULT_CONNECT_TIMEOUT = 10
+
+# Errors that mean "the server is not there right now", not "the statement is wrong":
+# connection exceptions (08), shutdown/crash/starting up (57P), too many connections.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPlacement:
+    """Where a tenant's data lives."""
+
+    tier: str
+    database: str
+    # Same name in both tiers so that search_path keeps working across a tier migration.
+    schema: str
+    role: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsureResult:
+    """What a call changed, in words fit for a log line; never holds a secret."""
+
+    actions: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+class DatabaseUnavailable(Exception):
+    """The server cannot be reached (or is going away); worth retrying later."""
+
+
+class RoleMissing(LookupError):
+    """The tenant's role does not exist (yet): provision before suspending or rotating."""
+
+
+def placement(tenant_name: str, tier: str, shared_database: str) -> DataPlacement:
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}: expected one of {', '.join(TIERS)}")
+    if not shared_database:
+        raise ValueError("the shared database name is empty")
+    database = shared_database if tier == SHARED else database_name(tenant_name)
+    return DataPlacement(tier, database, schema_name(tenant_name), role_name(tenant_name))
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+# --- public operations ---------------------------------------------------------
+
+def ensure_shared_database(admin_dsn: str, name: str) -> EnsureResult:
+    """Create the shared database if missing and take from PUBLIC what tenants must not have.
+
+    `admin_dsn` points at a maintenance database (postgres). Several replicas may
+    start at once, so losing the race to create the database is not an error.
+    """
+    actions: list[str] = []
+    with _connect(admin_dsn) as conn:
+        state = _fetch_one(conn, sql.database_state(name))
+        if state is None:
+            try:
+                conn.execute(sql.create_database(name))
+                actions.append("created shared database")
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass
+            state = _fetch_one(conn, sql.database_state(name))
+        # CONNECT stays: every shared-tier tenant connects here.
+        if "TEMPORARY" in state["public_privileges"]:
+            conn.execute(sql.revoke_temporary_from_public(name))
+            actions.append("revoked TEMPORARY on shared database from PUBLIC")
+    with _connect(make_conninfo(admin_dsn, dbname=name)) as conn:
+        public = _fetch_one(conn, sql.schema_state("public"))
+        if public is not None and "CREATE" in public["public_privileges"]:
+            conn.execute(sql.revoke_create_on_public_schema())
+            actions.append("revoked CREATE on schema public from PUBLIC")
+    return EnsureResult(tuple(actions))
+
+
+def ensure_tenant_data(
+    admin_dsn: str,
+    placement: DataPlacement,
+    password: str | None,
+    *,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+) -> EnsureResult:
+    """Bring the tenant's role, schema and (isolated) database to the desired state.
+
+    `password` creates the role, or replaces the password of an existing one
+    (the caller passes one only when it generated it, e.g. the Secret was lost);
+    None leaves an existing password alone. LOGIN of an existing role is left
+    alone too: it belongs to suspension (`set_login`).
+    """
+    actions: list[str] = []
+    if placement.tier == ISOLATED:
+        with _connect(admin_dsn) as admin:
+            actions += _ensure_role(admin, placement, password, connection_limit)
+            actions += _ensure_database(admin, placement.database, placement.role)
+    # Roles are cluster-wide: in the shared tier one connection does it all.
+    with _connect(_data_dsn(admin_dsn, placement)) as data:
+        if placement.tier == SHARED:
+            actions += _ensure_role(data, placement, password, connection_limit)
+        actions += _ensure_schema(data, placement.schema, placement.role)
+        if placement.tier == ISOLATED:
+            actions += _ensure_public_schema_locked(data)
+    return EnsureResult(tuple(actions))
+
+
+def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
+    """Allow or block the role's logins; blocking also ends its open sessions.
+
+    Returns whether the LOGIN attribute changed.
+    """
+    with _connect(admin_dsn) as conn:
+        state = _fetch_one(conn, sql.role_state(role))
+        if state is None:
+            raise RoleMissing(f"PostgreSQL role {role} does not exist")
+        changed = state["rolcanlogin"] != enabled
+        if changed:
+            conn.execute(sql.alter_role_login(role, enabled))
+        if not enabled:
+            # NOLOGIN only stops new sessions; a suspended tenant keeps none.
+            conn.execute(*sql.terminate_sessions(role))
+        return changed
+
+
+def rotate_password(admin_dsn: str, role: str, password: str) -> None:
+    if not password:
+        raise ValueError("the new password is empty")
+    with _connect(admin_dsn) as conn:
+        if _fetch_one(conn, sql.role_state(role)) is None:
+            raise RoleMissing(f"PostgreSQL role {role} does not exist")
+        conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
+
+
+def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
+    """Drop the tenant's schema or database, then its role: only for reclaimPolicy Delete.
+
+    Idempotent. If the role still owns objects elsewhere (the other tier's copy
+    during a migration), DROP ROLE fails with DependentObjectsStillExist: drop
+    that placement too, then call again.
+    """
+    actions: list[str] = []
+    with _connect(admin_dsn) as admin:
+        role_exists = _fetch_one(admin, sql.role_state(placement.role)) is not None
+        if role_exists:
+            # Block new sessions, then end the open ones: they hold locks DROP waits for.
+            admin.execute(sql.alter_role_login(placement.role, False))
+            admin.execute(*sql.terminate_sessions(placement.role))
+        if placement.tier == ISOLATED:
+            if _fetch_one(admin, sql.database_state(placement.database)) is not None:
+                admin.execute(sql.drop_database(placement.database))
+                actions.append("dropped database")
+        else:
+            with _connect(_data_dsn(admin_dsn, placement)) as data:
+                if _fetch_one(data, sql.schema_state(placement.schema)) is not None:
+                    data.execute(sql.drop_schema(placement.schema))
+                    actions.append("dropped schema")
+        if role_exists:
+            admin.execute(sql.drop_role(placement.role))
+            actions.append("dropped role")
+    return EnsureResult(tuple(actions))
+
+
+def tenant_data_exists(admin_dsn: str, placement: DataPlacement) -> bool:
+    """Whether the placement's schema (shared) or database (isolated) exists; the role is not data."""
+    if placement.tier == ISOLATED:
+        with _connect(admin_dsn) as admin:
+            return _fetch_one(admin, sql.database_state(placement.database)) is not None
+    with _connect(_data_dsn(admin_dsn, placement)) as data:
+        return _fetch_one(data, sql.schema_state(placement.schema)) is not None
+
+
+# --- the steps of ensure_tenant_data --------------------------------------------
+
+def _ensure_role(
+    conn: psycopg.Connection, placement: DataPlacement, password: str | None, connection_limit: int
+) -> list[str]:
+    role = placement.role
+    state = _fetch_one(conn, sql.role_state(role, placement.schema))
+    actions = []
+    if state is None:
+        if password is None:
+            raise ValueError(f"PostgreSQL role {role} does not exist and no password was given to create it")
+        conn.execute(sql.create_login_role(role, _scram_verifier(conn, role, password), connection_limit))
+        actions.append("created role")
+    else:
+        if not _role_attributes_ok(state, connection_limit):
+            conn.execute(sql.alter_role_attributes(role, connection_limit))
+            actions.append("reset role attributes")
+        if password is not None:
+            conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
+            actions.append("set password")
+    if state is None or not state["search_path_ok"]:
+        conn.execute(sql.alter_role_search_path(role, placement.schema))
+        actions.append("set search_path")
+    return actions
+
+
+def _role_attributes_ok(state: dict[str, Any], connection_limit: int) -> bool:
+    powers = ("rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls")
+    return not any(state[p] for p in powers) and state["rolconnlimit"] == connection_limit
+
+
+def _ensure_database(conn: psycopg.Connection, database: str, owner: str) -> list[str]:
+    actions = []
+    state = _fetch_one(conn, sql.database_state(database, owner))
+    if state is None:
+        conn.execute(sql.create_database(database, owner))
+        actions.append("created database")
+        state = _fetch_one(conn, sql.database_state(database, owner))
+    elif state["owner"] != owner:
+        conn.execute(sql.alter_database_owner(database, owner))
+        actions.append("changed database owner")
+    if {"CONNECT", "TEMPORARY"} & set(state["public_privileges"]):
+        conn.execute(sql.revoke_database_from_public(database))
+        actions.append("revoked CONNECT, TEMPORARY on database from PUBLIC")
+    # The owner holds CONNECT by default, but an owner can revoke its own.
+    if "CONNECT" not in state["role_privileges"]:
+        conn.execute(sql.grant_connect(database, owner))
+        actions.append("granted CONNECT on database")
+    return actions
+
+
+def _ensure_schema(conn: psycopg.Connection, schema: str, owner: str) -> list[str]:
+    state = _fetch_one(conn, sql.schema_state(schema))
+    if state is None:
+        conn.execute(sql.create_schema(schema, owner))
+        # A new schema gives PUBLIC nothing, unless an admin set default privileges.
+        conn.execute(sql.revoke_schema_from_public(schema))
+        return ["created schema"]
+    actions = []
+    if state["owner"] != owner:
+        conn.execute(sql.alter_schema_owner(schema, owner))
+        actions.append("changed schema owner")
+    if state["public_privileges"]:
+        conn.execute(sql.revoke_schema_from_public(schema))
+        actions.append("revoked schema privileges from PUBLIC")
+    return actions
+
+
+def _ensure_public_schema_locked(conn: psycopg.Connection) -> list[str]:
+    """In PG15+ `public` belongs to pg_database_owner, i.e. the tenant: it could then
+    create there, and grant others rights there. The admin takes it over instead."""
+    state = _fetch_one(conn, sql.schema_state("public"))
+    if state is None:
+        return []
+    actions = []
+    if not state["owned_by_current_user"]:
+        conn.execute(sql.own_public_schema())
+        actions.append("took ownership of schema public")
+    if "CREATE" in state["public_privileges"]:
+        conn.execute(sql.revoke_create_on_public_schema())
+        actions.append("revoked CREATE on schema public from PUBLIC")
+    return actions
+
+
+# --- connections ------------------------------------------------------------------
+
+def _data_dsn(admin_dsn: str, placement: DataPlacement) -> str:
+    return make_conninfo(admin_dsn, dbname=placement.database)
+
+
+def _scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+    # An explicit algorithm keeps libpq from asking the server (no round trip).
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+
+
+def _fetch_one(conn: psycopg.Connection, query: sql.Query) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(*query).fetchone()
+
+
+@contextmanager
+def _connect(dsn: str) -> Iterator[psycopg.Connection]:
+    params = _parse_dsn(dsn)
+    if "connect_timeout" not in params:
+        dsn = make_conninfo(dsn, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+    try:
+        conn = psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise _unavailable(params, exc) from None
+    try:
+        with conn:
+            yield conn
+    except psycopg.Error as exc:
+        if conn.broken or _means_unavailable(exc):
+            raise _unavailable(params, exc) from None
+        raise
+
+
+def _parse_dsn(dsn: str) -> dict[str, Any]:
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        # libpq's parse errors quote the offending text, which may be the password.
+        raise ValueError("the admin DSN is not a valid libpq connection string") from None
+
+
+def _means_unavailable(exc: psycopg.Error) -> bool:
+    state = exc.sqlstate or ""
+    return isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(_UNAVAILABLE_SQLSTATES))
+
+
+def _unavailable(params: dict[str, Any], exc: psycopg.Error) -> DatabaseUnavailable:
+    """A message naming the server and libpq's reason, scrubbed of the password.
+
+    Raised `from None`: a chained psycopg error would print its own text into
+    the operator's log, and that is text we did not check.
+    """
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    password = params.get("password")
+    if password:
+        reason = reason.replace(str(password), "***")
+    where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+    return DatabaseUnavailable(f"PostgreSQL at {where} is unavailable: {reason}")

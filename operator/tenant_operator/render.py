@@ -1,0 +1,238 @@
+"""What a tenant should be, as manifests: pure functions of (tenant, plan, settings).
+
+Nothing here talks to a server; the reconcile applies what these return. Every
+object carries the tenancy labels so that a person (and the operator) can find
+everything a tenant owns with one label selector.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import quote
+
+import jinja2
+import yaml
+
+from tenant_operator import names
+from tenant_operator.settings import Settings
+
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+ROUTES_CONFIGMAP = "tenant-routes"
+QUOTA_NAME = "tenant-quota"
+LIMITS_NAME = "tenant-limits"
+NETWORK_POLICY_NAME = "tenant-isolation"
+OWNERS_BINDING_NAME = "tenant-owners"
+OWNER_API_GROUP = {"User": "rbac.authorization.k8s.io", "Group": "rbac.authorization.k8s.io", "ServiceAccount": ""}
+
+
+def value(item: Any) -> Any:
+    """Plain value of an enum member (tiers, kinds), as it is written into manifests."""
+    return item.value if isinstance(item, Enum) else item
+
+
+def tenant_labels(tenant, tier: str | None = None) -> dict[str, str]:
+    return {
+        names.LABEL_TENANT: tenant.name,
+        names.LABEL_TIER: tier or value(tenant.spec.tier),
+        names.LABEL_PLAN: tenant.spec.plan,
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+    }
+
+
+def _meta(tenant, name: str, tier: str | None = None, namespaced: bool = True) -> dict:
+    meta = {"name": name, "labels": tenant_labels(tenant, tier)}
+    if namespaced:
+        meta["namespace"] = names.tenant_namespace(tenant.name)
+    return meta
+
+
+def namespace(tenant, tier: str | None = None) -> dict:
+    meta = _meta(tenant, names.tenant_namespace(tenant.name), tier, namespaced=False)
+    # Pod Security Admission: tenants run restricted workloads only.
+    meta["labels"]["pod-security.kubernetes.io/enforce"] = "restricted"
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def _resource_map(resources: dict | None) -> dict[str, str]:
+    return {key: str(quantity) for key, quantity in sorted((resources or {}).items())}
+
+
+def resource_quota(tenant, plan) -> dict:
+    hard = {**_resource_map(plan.spec.quota), **_resource_map(tenant.spec.quota_overrides)}
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta(tenant, QUOTA_NAME),
+            "spec": {"hard": hard}}
+
+
+def limit_range(tenant, plan) -> dict | None:
+    limits = plan.spec.limits
+    item = {"type": "Container"}
+    for field, key in (("default", "default"), ("default_request", "defaultRequest"), ("max", "max"),
+                       ("min", "min")):
+        resources = getattr(limits, field, None) if limits else None
+        if resources:
+            item[key] = _resource_map(resources)
+    if len(item) == 1:
+        return None
+    return {"apiVersion": "v1", "kind": "LimitRange", "metadata": _meta(tenant, LIMITS_NAME),
+            "spec": {"limits": [item]}}
+
+
+def network_policy(tenant) -> dict | None:
+    """Ingress only from the tenant's own namespace and from namespaces that belong to no tenant."""
+    if not tenant.spec.network_isolation:
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(tenant, NETWORK_POLICY_NAME),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [
+                {"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": names.tenant_namespace(tenant.name)}}},
+                {"namespaceSelector": {"matchExpressions": [
+                    {"key": names.LABEL_TENANT, "operator": "DoesNotExist"}]}},
+            ]}],
+        },
+    }
+
+
+def owners_role_binding(tenant) -> dict | None:
+    if not tenant.spec.owners:
+        return None
+    subjects = []
+    for owner in tenant.spec.owners:
+        kind = value(owner.kind)
+        subject = {"kind": kind, "name": owner.name, "apiGroup": OWNER_API_GROUP[kind]}
+        if kind == "ServiceAccount":
+            subject["namespace"] = owner.namespace
+            del subject["apiGroup"]
+        subjects.append(subject)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(tenant, OWNERS_BINDING_NAME),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": subjects,
+    }
+
+
+def database_url(host: str, port: int, database: str, user: str, password: str) -> str:
+    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(database, safe='')}"
+
+
+def database_secret(tenant, host: str, port: int, database: str, schema: str, password: str) -> dict:
+    user = names.role_name(tenant.name)
+    fields = {
+        "host": host,
+        "port": str(port),
+        "database": database,
+        "user": user,
+        "password": password,
+        "schema": schema,
+        "DATABASE_URL": database_url(host, port, database, user, password),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(tenant, names.DB_SECRET_NAME),
+        "type": "Opaque",
+        "data": {key: base64.b64encode(text.encode()).decode() for key, text in fields.items()},
+    }
+
+
+def route_entry(tenant, database: str, state: str = "active") -> str:
+    """The shared workload's routing entry for one tenant: X-Tenant-ID -> schema."""
+    return json.dumps({"schema": names.schema_name(tenant.name), "database": database, "state": state},
+                      sort_keys=True)
+
+
+def _environment(settings: Settings) -> jinja2.Environment:
+    search = [str(settings.template_dir)] if settings.template_dir else []
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([*search, str(BUILTIN_TEMPLATES)]),
+        undefined=jinja2.StrictUndefined,  # a typo in a template fails loudly, not as an empty field
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+
+
+class TemplateError(Exception):
+    """A tier template is missing or does not render to valid manifests."""
+
+
+def render_template(settings: Settings, template: str, variables: dict) -> list[dict]:
+    try:
+        text = _environment(settings).get_template(f"{template}.yaml.j2").render(**variables)
+        documents = [doc for doc in yaml.safe_load_all(text) if doc]
+    except jinja2.TemplateNotFound:
+        raise TemplateError(f"template {template!r} not found (looked for {template}.yaml.j2)") from None
+    except (jinja2.TemplateError, yaml.YAMLError) as error:
+        raise TemplateError(f"template {template!r} does not render: {error}") from None
+    for doc in documents:
+        if not isinstance(doc, dict) or not {"apiVersion", "kind", "metadata"} <= doc.keys():
+            raise TemplateError(f"template {template!r} rendered something that is not a Kubernetes object")
+    return documents
+
+
+def _workload_variables(workload) -> dict:
+    return {
+        "template": workload.template,
+        "image": workload.image,
+        "replicas": workload.replicas,
+        "port": workload.port,
+        "resources": {key: _resource_map(getattr(workload.resources, key))
+                      for key in ("requests", "limits") if getattr(workload.resources, key)},
+    }
+
+
+def isolated_workloads(tenant, plan, settings: Settings) -> list[dict]:
+    workload = plan.spec.workloads.isolated if plan.spec.workloads else None
+    if workload is None:
+        return []
+    documents = render_template(settings, workload.template, {
+        "tenant": tenant.name,
+        "namespace": names.tenant_namespace(tenant.name),
+        "labels": tenant_labels(tenant, "isolated"),
+        "workload": _workload_variables(workload),
+        "secret": names.DB_SECRET_NAME,
+        "suspended": bool(tenant.spec.suspended),
+    })
+    for doc in documents:
+        # A template cannot place objects outside the tenant's namespace.
+        doc["metadata"]["namespace"] = names.tenant_namespace(tenant.name)
+    return documents
+
+
+def shared_infrastructure(settings: Settings) -> list[dict]:
+    labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY, "app.kubernetes.io/part-of": "tenant-operator"}
+    namespace_doc = {"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": settings.shared_namespace, "labels": labels}}
+    routes = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": ROUTES_CONFIGMAP, "namespace": settings.shared_namespace, "labels": labels}}
+    workloads = render_template(settings, "shared", {
+        "namespace": settings.shared_namespace,
+        "labels": labels,
+        "image": settings.shared_image,
+        "replicas": settings.shared_replicas,
+        "routes": ROUTES_CONFIGMAP,
+    })
+    return [namespace_doc, routes, *workloads]
+
+
+def tenant_objects(tenant, plan, settings: Settings, tier: str) -> dict[str, list[dict]]:
+    """The Kubernetes objects of a tenant, by the condition they answer to (apart from the Secret)."""
+    return {
+        "namespace": _present([namespace(tenant, tier), network_policy(tenant), owners_role_binding(tenant)]),
+        "quota": _present([resource_quota(tenant, plan), limit_range(tenant, plan)]),
+        "workloads": isolated_workloads(tenant, plan, settings) if tier == "isolated" else [],
+    }
+
+
+def _present(items: Iterable[dict | None]) -> list[dict]:
+    return [item for item in items if item is not None]

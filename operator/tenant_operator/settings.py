@@ -1,0 +1,82 @@
+"""Operator settings: environment variables, overridable on the command line.
+
+Every setting has a default that works for `make run`, except the admin
+connection to PostgreSQL, which has to come from somewhere real: a DSN in the
+environment (the Helm chart fills it from an existing Secret).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ENV_PREFIX = "TENANT_OPERATOR_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = dataclasses.field(repr=False)
+    """Admin connection (libpq URL or key=value) to the server holding the tenants' data."""
+    shared_database: str = "tenants"
+    """The database holding the shared tier's schemas; created if missing."""
+    database_host: str | None = None
+    """Host written into tenants' Secrets when workloads reach the server by another name."""
+    database_port: int | None = None
+    shared_namespace: str = "tenancy-shared"
+    """Namespace of the shared workload and its routing ConfigMap."""
+    template_dir: Path | None = None
+    """Extra jinja2 templates for tier workloads; looked up before the built-in ones."""
+    shared_image: str = "nginxinc/nginx-unprivileged:1.27"
+    shared_replicas: int = 1
+    resync_seconds: float = 300.0
+    """How often every tenant is compared with its desired state even without events (drift)."""
+    workers: int = 4
+    metrics_port: int = 0
+    """Prometheus metrics port; 0 disables the endpoint."""
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+
+    def admin_dsn(self, dbname: str | None = None) -> str:
+        """The admin conninfo, pointed at `dbname` (the shared database when None)."""
+        return make_conninfo(self.database_url, dbname=dbname or self.shared_database)
+
+    def maintenance_dsn(self) -> str:
+        """The admin conninfo on the database named in the URL (where CREATE DATABASE runs)."""
+        return make_conninfo(self.database_url)
+
+    def tenant_endpoint(self) -> tuple[str, int]:
+        """Host and port tenants' workloads use, as written into their Secrets."""
+        params = conninfo_to_dict(self.database_url)
+        host = self.database_host or params.get("host") or "localhost"
+        port = self.database_port or int(params.get("port") or 5432)
+        return host, port
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
+
+
+_CONVERTERS = {"int": int, "int | None": int, "float": float, "Path | None": Path}
+
+
+def _convert(name: str, raw: str):
+    return _CONVERTERS.get(_FIELDS[name].type, str)(raw)
+
+
+def from_environment(environ: dict[str, str] | None = None, **overrides) -> Settings:
+    """Settings from TENANT_OPERATOR_<FIELD> variables; `overrides` (CLI flags) win."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for name in _FIELDS:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw not in (None, ""):
+            values[name] = _convert(name, raw)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    if "database_url" not in values:
+        raise SystemExit(
+            f"{ENV_PREFIX}DATABASE_URL is not set: give the operator an admin connection to PostgreSQL "
+            "(e.g. postgresql://postgres:secret@db:5432/postgres), or use `tenant-operator dev`."
+        )
+    return Settings(**values)
