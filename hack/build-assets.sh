@@ -25,7 +25,8 @@ complete() {
 if complete; then echo "$out"; exit 0; fi
 
 command -v go >/dev/null || { echo "build-assets: the Go toolchain is required (apt-get install golang or https://go.dev/dl)" >&2; exit 1; }
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# auto: a local Go older than the release needs fetches the right toolchain from the module proxy.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto} CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -34,7 +34,6 @@ def post(kube: Kube, tenant_body: dict, reason: str, message: str, warning: bool
         "reportingComponent": "tenant-operator",
     }
     try:
-        kube.request("POST", f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", body=event)
-        kube._count_write()
+        kube.create(f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", event)
     except Exception as error:  # noqa: BLE001 - an event lost is not worth failing a reconcile
         log.warning("could not post event %s for tenant %s: %s", reason, meta["name"], error)

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from tenant_operator import metrics
 from tenant_operator.names import API_VERSION, FIELD_MANAGER
 
 
@@ -95,6 +96,7 @@ class Kube:
     def _count_write(self) -> None:
         with self._lock:
             self._writes += 1
+        metrics.count_write("kubernetes")
 
     def request(self, method: str, path: str, query: Iterable[tuple[str, str]] = (), body: Any = None,
                 content_type: str = "application/json", timeout: float = 30) -> dict | None:
@@ -142,9 +144,14 @@ class Kube:
         return self.request("PATCH", kind.path(name) + "/status", query, body,
                             content_type="application/apply-patch+yaml")
 
+    def create(self, collection_path: str, body: Mapping[str, Any]) -> dict:
+        self._count_write()
+        return self.request("POST", collection_path, [], dict(body))
+
     def merge_patch(self, ref: ObjectRef, patch: Mapping[str, Any]) -> dict:
         self._count_write()
-        return self.request("PATCH", ref.kind.path(ref.name, ref.namespace), [], dict(patch),
+        query = [("fieldManager", self.field_manager)]
+        return self.request("PATCH", ref.kind.path(ref.name, ref.namespace), query, dict(patch),
                             content_type="application/merge-patch+json")
 
     def delete(self, ref: ObjectRef, propagation: str = "Background") -> bool:

@@ -1,0 +1,35 @@
+# The two commands of the quick start: `make run` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+INSTALLED := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test unit e2e crds assets system clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	bash hack/ensure-system.sh
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+# The Kubernetes binaries, built once into ~/.cache/tenant-operator (skipped with KUBE_ASSETS or KUBECONFIG).
+assets: $(INSTALLED)
+	@if [ -z "$$KUBE_ASSETS" ] && [ -z "$$KUBECONFIG" ]; then bash hack/build-assets.sh >/dev/null; fi
+
+## Local control plane + PostgreSQL + operator + samples; `make run ARGS=--once` exits when Ready.
+run: assets
+	$(VENV)/bin/tenant-operator dev $(ARGS)
+
+## Every test: unit, then end-to-end against the real API server and PostgreSQL.
+test: assets
+	$(VENV)/bin/pytest $(ARGS)
+
+unit: $(INSTALLED)
+	$(VENV)/bin/pytest tests/unit $(ARGS)
+
+crds: $(INSTALLED)
+	$(VENV)/bin/tenant-operator crds --output crds
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

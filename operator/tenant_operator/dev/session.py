@@ -1,0 +1,138 @@
+"""`tenant-operator dev`: the embedded default, from nothing to `kubectl get tenants`.
+
+Starts the local control plane (or uses KUBECONFIG) and a throwaway PostgreSQL
+(or uses TENANT_OPERATOR_DATABASE_URL), installs the CRDs, runs the operator as
+a child process, applies the samples and waits until every sample tenant is
+Ready. The tests use the same pieces.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tenant_operator.dev.cluster import REPO_ROOT, LocalCluster, existing_cluster, kubectl, start_cluster
+from tenant_operator.dev.ports import free_port
+from tenant_operator.dev.postgres import start_postgres, stop_postgres
+from tenant_operator.settings import ENV_PREFIX
+
+CRDS_DIR = REPO_ROOT / "crds"
+
+
+def run_kubectl(cluster: LocalCluster, *args: str, check: bool = True, input: str | None = None) -> str:
+    result = subprocess.run([*kubectl(cluster), *args], capture_output=True, text=True, input=input)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def install_crds(cluster: LocalCluster) -> None:
+    run_kubectl(cluster, "apply", "--server-side", "--field-manager=tenant-operator-install", "-f", str(CRDS_DIR))
+    run_kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS_DIR))
+
+
+class OperatorProcess:
+    """The operator as a child process, exactly as `tenant-operator run` runs in a cluster."""
+
+    def __init__(self, cluster: LocalCluster, database_url: str, log_path: Path, **settings: str):
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.log_path = log_path
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            ENV_PREFIX + "DATABASE_URL": database_url,
+            ENV_PREFIX + "METRICS_PORT": str(self.metrics_port),
+            **{ENV_PREFIX + key.upper(): str(value) for key, value in settings.items()},
+        }
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tenant_operator", "run", "--standalone",
+             f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._log.close()
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+
+def _wait_tenants_ready(cluster: LocalCluster, operator: OperatorProcess, timeout: float = 180) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if operator.process.poll() is not None:
+            return False
+        result = subprocess.run([*kubectl(cluster), "wait", "--for=condition=Ready", "tenants", "--all",
+                                 "--timeout=10s"], capture_output=True, text=True)
+        if result.returncode == 0:
+            return True
+    return False
+
+
+def run_dev(once: bool, samples: Path) -> int:
+    started = time.monotonic()
+    cluster = existing_cluster()
+    if cluster is None:
+        print("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)...",
+              flush=True)
+        cluster = start_cluster()
+    database_url = os.environ.get(ENV_PREFIX + "DATABASE_URL")
+    server = None
+    if not database_url:
+        print("starting a throwaway PostgreSQL...", flush=True)
+        server = start_postgres()
+        database_url = server.url()
+    workdir = cluster.workdir or Path(os.environ.get("TMPDIR", "/tmp"))
+    operator = None
+    try:
+        install_crds(cluster)
+        operator = OperatorProcess(cluster, database_url, workdir / "operator.log")
+        plans = sorted(samples.glob("*plan*.yaml"))
+        tenants = sorted(set(samples.glob("*.yaml")) - set(plans))
+        for path in [*plans, *tenants]:
+            run_kubectl(cluster, "apply", "-f", str(path))
+        ready = _wait_tenants_ready(cluster, operator)
+        print(run_kubectl(cluster, "get", "tenants"), flush=True)
+        if not ready:
+            print(f"not every tenant became Ready; operator log: {operator.log_path}", file=sys.stderr)
+            return 1
+        print(f"all sample tenants Ready in {time.monotonic() - started:.0f}s", flush=True)
+        if once:
+            return 0
+        print(f"\nexport KUBECONFIG={cluster.kubeconfig}\noperator log: {operator.log_path}\n"
+              "Ctrl-C stops everything.", flush=True)
+        try:
+            operator.process.wait()
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        if operator:
+            operator.stop()
+        if cluster.owned:
+            cluster.stop()
+            shutil.rmtree(cluster.workdir, ignore_errors=True)
+        if server:
+            stop_postgres(server, mode="immediate")
+            shutil.rmtree(server.data_dir.parent, ignore_errors=True)

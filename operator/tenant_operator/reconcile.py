@@ -1,0 +1,315 @@
+"""One reconcile of one tenant: observe, compute desired, diff, act, report.
+
+Synchronous on purpose: it runs in a worker thread, with the official client and
+psycopg both blocking. Safe to run any number of times; when nothing differs
+from the desired state it makes no write at all, to Kubernetes or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+from typing import Callable
+
+from kubernetes.client.exceptions import ApiException
+
+from tenant_operator import conditions as cond
+from tenant_operator import events, metrics, names, postgres, render
+from tenant_operator.conditions import Condition
+from tenant_operator.drift import needs_apply
+from tenant_operator.kube import KINDS, TENANT, Kube, ObjectRef
+from tenant_operator.model import Tenant, TenantPlan
+from tenant_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WAIT_FOR_WORKLOADS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    kube: Kube
+    settings: Settings
+    plan_body: Callable[[str], dict | None]
+    """Looks a TenantPlan up in the operator's cache (no request per reconcile)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    requeue_after: float | None = None
+    failed: bool = False
+    """Something went wrong that may pass: retry with backoff."""
+
+
+class StepFailed(Exception):
+    def __init__(self, condition: Condition):
+        super().__init__(condition.message)
+        self.condition = condition
+
+
+def reconcile(ctx: Context, body: dict) -> Outcome:
+    tenant = Tenant.from_body(body)
+    if body["metadata"].get("deletionTimestamp"):
+        from tenant_operator.lifecycle import finalize
+
+        return finalize(ctx, body, tenant)
+    _ensure_finalizer(ctx.kube, body)
+    status = body.get("status") or {}
+    tier = status.get("tier") or render.value(tenant.spec.tier)
+
+    plan, problem = _plan_for(ctx, tenant)
+    if problem:
+        _report(ctx, body, [problem], phase="Failed" if problem.reason != "PlanNotFound" else "Pending", tier=None)
+        return Outcome(requeue_after=None if problem.reason == "TierNotAllowed" else 30.0)
+
+    parts: list[Condition] = []
+    outcome = Outcome()
+    try:
+        objects = render.tenant_objects(tenant, plan, ctx.settings, tier)
+    except render.TemplateError as error:
+        problem = Condition(cond.WORKLOADS_READY, False, "TemplateError", str(error))
+        _report(ctx, body, [problem, cond.summary([problem])], phase="Failed", tier=tier)
+        return Outcome(requeue_after=None)
+
+    parts.append(_step(cond.NAMESPACE_READY, "NamespaceReady",
+                       f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
+                       lambda: _apply_all(ctx.kube, objects["namespace"], _prunable_access(tenant))))
+    parts.append(_step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
+                       lambda: _apply_all(ctx.kube, objects["quota"], _prunable_quota(objects["quota"], tenant))))
+    database = _database_step(ctx, body, tenant, tier) if parts[0].ok else Condition(
+        cond.DATABASE_READY, False, "WaitingForNamespace", "the namespace must exist before the Secret")
+    parts.append(database)
+    if database.ok:
+        workloads = _workloads_step(ctx, tenant, tier, objects["workloads"])
+    else:
+        workloads = Condition(cond.WORKLOADS_READY, False, "WaitingForDatabase", "the database is not ready")
+    parts.append(workloads)
+
+    failed = [p for p in parts if p.ok is False and p.reason.endswith(("Failed", "Unavailable"))]
+    if failed:
+        outcome = Outcome(failed=True)
+    elif workloads.ok is not True:
+        outcome = Outcome(requeue_after=WAIT_FOR_WORKLOADS)
+    extra = [_tier_change_condition(tenant, tier)]
+    _report(ctx, body, [*parts, cond.summary(parts), *[c for c in extra if c]], phase=_phase(status, parts, tenant),
+            tier=tier)
+    return outcome
+
+
+def _plan_for(ctx: Context, tenant: Tenant) -> tuple[TenantPlan | None, Condition | None]:
+    plan_body = ctx.plan_body(tenant.spec.plan)
+    if plan_body is None:
+        return None, Condition(cond.READY, False, "PlanNotFound",
+                               f"TenantPlan {tenant.spec.plan!r} does not exist; create it or choose another plan")
+    plan = TenantPlan.from_body(plan_body)
+    allowed = [render.value(t) for t in plan.spec.tiers]
+    if render.value(tenant.spec.tier) not in allowed:
+        return None, Condition(cond.READY, False, "TierNotAllowed",
+                               f"plan {tenant.spec.plan!r} allows tiers {', '.join(allowed)}, "
+                               f"not {render.value(tenant.spec.tier)!r}")
+    return plan, None
+
+
+def _step(type_: str, reason: str, message: str, action: Callable[[], None]) -> Condition:
+    try:
+        action()
+    except ApiException as error:
+        return Condition(type_, False, "ApplyFailed", _api_error_message(error))
+    return Condition(type_, True, reason, message)
+
+
+def _api_error_message(error: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(error.body).get("message", str(error.reason))
+    except (TypeError, ValueError):
+        return f"{error.status} {error.reason}"
+
+
+def _apply_all(kube: Kube, desired: list[dict], prunable: list[ObjectRef] = ()) -> None:
+    for manifest in desired:
+        actual = kube.read(ObjectRef.of(manifest))
+        if needs_apply(manifest, actual):
+            kube.apply(manifest)
+    for ref in prunable:
+        actual = kube.read(ref)
+        if actual and actual["metadata"].get("labels", {}).get(names.LABEL_MANAGED_BY) == names.MANAGED_BY:
+            kube.delete(ref)
+
+
+def _prunable_access(tenant: Tenant) -> list[ObjectRef]:
+    """Access objects the tenant no longer wants (isolation switched off, owners emptied)."""
+    namespace = names.tenant_namespace(tenant.name)
+    refs = []
+    if not tenant.spec.network_isolation:
+        refs.append(ObjectRef(KINDS[("networking.k8s.io/v1", "NetworkPolicy")], render.NETWORK_POLICY_NAME, namespace))
+    if not tenant.spec.owners:
+        refs.append(ObjectRef(KINDS[("rbac.authorization.k8s.io/v1", "RoleBinding")], render.OWNERS_BINDING_NAME,
+                              namespace))
+    return refs
+
+
+def _prunable_quota(desired: list[dict], tenant: Tenant) -> list[ObjectRef]:
+    if any(m["kind"] == "LimitRange" for m in desired):
+        return []
+    return [ObjectRef(KINDS[("v1", "LimitRange")], render.LIMITS_NAME, names.tenant_namespace(tenant.name))]
+
+
+def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str) -> Condition:
+    placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
+    secret_ref = ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME, names.tenant_namespace(tenant.name))
+    try:
+        secret = ctx.kube.read(secret_ref)
+        password = _secret_password(secret)
+        result = _ensure_data(ctx, placement, password)
+        if result.changed:
+            events.post(ctx.kube, body, "DatabaseProvisioned",
+                        f"{placement.tier} tier: {'; '.join(result.actions)} ({placement.database}/{placement.schema})")
+        host, port = ctx.settings.tenant_endpoint()
+        desired = render.database_secret(tenant, host, port, placement.database, placement.schema,
+                                         password or result.password)
+        if needs_apply(desired, secret):
+            ctx.kube.apply(desired)
+        _ensure_route(ctx, tenant, tier, placement)
+    except postgres.DatabaseUnavailable as error:
+        return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error))
+    except ApiException as error:
+        return Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error))
+    where = f"schema {placement.schema} in database {placement.database}"
+    return Condition(cond.DATABASE_READY, True, "DatabaseReady", f"{where}; credentials in Secret {secret_ref.name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ensured:
+    actions: tuple[str, ...]
+    password: str | None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str | None) -> _Ensured:
+    """Provision the data; a password is generated only when no Secret holds one yet."""
+    dsn = ctx.settings.admin_dsn()
+    if password is None:
+        fresh = postgres.new_password()
+        ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, fresh).actions, fresh)
+    else:
+        try:
+            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, None).actions, None)
+        except ValueError:
+            # The role is gone but its Secret is not (a restored or wiped server): recreate it
+            # with the password the tenant's workloads already hold.
+            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, password).actions, None)
+    metrics.count_write("postgres", len(ensured.actions))
+    return ensured
+
+
+def _secret_password(secret: dict | None) -> str | None:
+    encoded = ((secret or {}).get("data") or {}).get("password")
+    return base64.b64decode(encoded).decode() if encoded else None
+
+
+def _ensure_route(ctx: Context, tenant: Tenant, tier: str, placement: postgres.DataPlacement) -> None:
+    """Register a shared tenant with the shared workload; an isolated one is not routed there."""
+    ref = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, ctx.settings.shared_namespace)
+    routes = (ctx.kube.read(ref) or {}).get("data") or {}
+    state = "suspended" if tenant.spec.suspended else "active"
+    wanted = render.route_entry(tenant, placement.database, state) if tier == "shared" else None
+    if routes.get(tenant.name) != wanted:
+        ctx.kube.merge_patch(ref, {"data": {tenant.name: wanted}})
+
+
+def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]) -> Condition:
+    try:
+        _apply_all(ctx.kube, desired)
+        if tier == "shared":
+            _prune_isolated_workloads(ctx.kube, tenant)
+            deployments = [ObjectRef(KINDS[("apps/v1", "Deployment")], "shared-web", ctx.settings.shared_namespace)]
+        else:
+            deployments = [ObjectRef.of(m) for m in desired if m["kind"] == "Deployment"]
+        waiting = [str(ref) for ref in deployments if not _available(ctx.kube.read(ref))]
+    except ApiException as error:
+        return Condition(cond.WORKLOADS_READY, False, "ApplyFailed", _api_error_message(error))
+    if waiting:
+        return Condition(cond.WORKLOADS_READY, False, "WorkloadsProgressing", f"waiting for {', '.join(waiting)}")
+    if tenant.spec.suspended:
+        return Condition(cond.WORKLOADS_READY, True, "WorkloadsSuspended", "workloads scaled to zero")
+    where = "the shared workload serves it" if tier == "shared" else f"{len(deployments)} Deployment(s) Available"
+    return Condition(cond.WORKLOADS_READY, True, "WorkloadsAvailable", where)
+
+
+def _available(deployment: dict | None) -> bool:
+    if not deployment:
+        return False
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
+        return False
+    if spec.get("replicas", 1) == 0:
+        return True
+    return any(c.get("type") == "Available" and c.get("status") == "True" for c in status.get("conditions", []))
+
+
+def _prune_isolated_workloads(kube: Kube, tenant: Tenant) -> None:
+    namespace = names.tenant_namespace(tenant.name)
+    selector = f"{names.LABEL_TENANT}={tenant.name},{names.LABEL_TIER}=isolated,{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+    for kind in (KINDS[("apps/v1", "Deployment")], KINDS[("v1", "Service")]):
+        for item in kube.list(kind, namespace, selector):
+            kube.delete(ObjectRef(kind, item["metadata"]["name"], namespace))
+
+
+def _tier_change_condition(tenant: Tenant, tier: str) -> Condition | None:
+    wanted = render.value(tenant.spec.tier)
+    if wanted == tier:
+        return None
+    return Condition(cond.MIGRATING, False, "MigrationNotAvailable",
+                     f"spec.tier is {wanted!r} but this operator version cannot migrate yet; "
+                     f"the tenant stays on {tier!r} with its data")
+
+
+def _phase(status: dict, parts: list[Condition], tenant: Tenant) -> str:
+    if all(p.ok for p in parts):
+        return "Suspended" if tenant.spec.suspended else "Ready"
+    if status.get("phase") in ("Ready", "Degraded", "Suspended"):
+        return "Degraded"
+    return "Provisioning"
+
+
+def _ensure_finalizer(kube: Kube, body: dict) -> None:
+    finalizers = body["metadata"].get("finalizers") or []
+    if names.FINALIZER not in finalizers:
+        kube.merge_patch(ObjectRef(TENANT, body["metadata"]["name"]),
+                         {"metadata": {"finalizers": [*finalizers, names.FINALIZER],
+                                       "resourceVersion": body["metadata"]["resourceVersion"]}})
+        body["metadata"]["finalizers"] = [*finalizers, names.FINALIZER]
+
+
+def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier: str | None) -> None:
+    """Write status only when it differs; post an event per condition that changed."""
+    meta = body["metadata"]
+    current = body.get("status") or {}
+    generation = meta.get("generation", 0)
+    merged = cond.merge(current.get("conditions", []), updates, generation, cond.now())
+    status = {
+        "phase": phase,
+        "namespace": names.tenant_namespace(meta["name"]),
+        "observedGeneration": generation,
+        "conditions": merged,
+    }
+    if tier:
+        placement = postgres.placement(meta["name"], tier, ctx.settings.shared_database)
+        host, port = ctx.settings.tenant_endpoint()
+        status["tier"] = tier
+        status["database"] = {"host": host, "port": port, "database": placement.database,
+                              "schema": placement.schema, "secretName": names.DB_SECRET_NAME}
+    metrics.track_tenant(meta["name"], phase, tier, (body.get("spec") or {}).get("plan"))
+    if all(current.get(key) == value for key, value in status.items()):
+        return
+    ctx.kube.apply_status(TENANT, meta["name"], status)
+    for changed in cond.transitions(current.get("conditions", []), merged):
+        if changed["type"] == cond.READY or changed["status"] != "True":
+            events.post(ctx.kube, body, changed["reason"], f"{changed['type']}: {changed['message']}",
+                        warning=changed["status"] == "False")

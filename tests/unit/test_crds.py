@@ -1,0 +1,279 @@
+"""The generated CRDs: in sync with the models, and structural as the API server demands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from pydantic import BaseModel, Field
+
+from tenant_operator import crds, names
+from tenant_operator.model import RESOURCE_NAME_PATTERN, ResourceMap
+
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+TENANTS = f"{names.GROUP}_tenants.yaml"
+PLANS = f"{names.GROUP}_tenantplans.yaml"
+
+
+def _version(document: dict[str, Any]) -> dict[str, Any]:
+    (version,) = document["spec"]["versions"]
+    return version
+
+
+def _root(document: dict[str, Any]) -> dict[str, Any]:
+    return _version(document)["schema"]["openAPIV3Schema"]
+
+
+def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, child in schema.get("properties", {}).items():
+        yield from _nodes(child, f"{path}.{name}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _nodes(schema["additionalProperties"], f"{path}[*]")
+    if "items" in schema:
+        yield from _nodes(schema["items"], f"{path}[]")
+
+
+def _keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _keys(item)
+
+
+@pytest.fixture(scope="module")
+def documents() -> dict[str, dict[str, Any]]:
+    return crds.crd_documents()
+
+
+def test_checked_in_crds_match_models(documents):
+    on_disk = {path.name: yaml.safe_load(path.read_text()) for path in sorted(CRD_DIR.glob("*.yaml"))}
+
+    assert on_disk == documents, (
+        "crds/ is out of date with tenant_operator/model.py: run `tenant-operator crds` "
+        "(or python -c 'from tenant_operator.crds import write_crds; write_crds(\"crds\")') and commit the result"
+    )
+
+
+def test_checked_in_crds_carry_the_generated_header():
+    for path in CRD_DIR.glob("*.yaml"):
+        assert path.read_text().startswith(crds.HEADER), path.name
+
+
+def test_write_crds_writes_what_crd_documents_returns(tmp_path, documents):
+    written = crds.write_crds(tmp_path / "out")
+
+    assert sorted(p.name for p in written) == sorted(documents)
+    for path in written:
+        assert yaml.safe_load(path.read_text()) == documents[path.name]
+        assert "&id" not in path.read_text(), "YAML anchors make the CRD hard to read and diff"
+
+
+@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+def test_schema_has_no_json_schema_leftovers(documents, filename):
+    keys = set(_keys(_root(documents[filename])))
+
+    assert not keys & {"$ref", "$defs", "anyOf", "allOf", "oneOf", "title", "uniqueItems", "propertyNames"}
+    assert "x-kubernetes-preserve-unknown-fields" not in keys
+
+
+@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+def test_every_schema_node_has_a_type(documents, filename):
+    untyped = [path or "<root>" for path, node in _nodes(_root(documents[filename])) if "type" not in node]
+
+    assert untyped == []
+
+
+@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+def test_properties_never_beside_additional_properties(documents, filename):
+    both = [p for p, node in _nodes(_root(documents[filename])) if "properties" in node and "additionalProperties" in node]
+
+    assert both == []
+
+
+@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+def test_every_map_and_list_is_bounded_where_cel_reads_it(documents, filename):
+    # CEL cost is estimated from the largest admissible value: unbounded maps or
+    # lists above a rule make the API server refuse the whole CRD.
+    def walk(node: dict[str, Any], bounded: bool, path: str) -> Iterator[str]:
+        if "x-kubernetes-validations" in node and not bounded:
+            yield path
+        if node.get("type") == "object" and "additionalProperties" in node:
+            yield from walk(node["additionalProperties"], bounded and "maxProperties" in node, f"{path}[*]")
+        if "items" in node:
+            yield from walk(node["items"], bounded and "maxItems" in node, f"{path}[]")
+        for name, child in node.get("properties", {}).items():
+            yield from walk(child, bounded, f"{path}.{name}")
+
+    assert list(walk(_root(documents[filename]), True, "")) == []
+
+
+@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+def test_both_kinds_are_cluster_scoped_with_status_subresource(documents, filename):
+    document = documents[filename]
+    version = _version(document)
+
+    assert document["spec"]["group"] == names.GROUP
+    assert document["spec"]["scope"] == "Cluster"
+    assert version["name"] == names.VERSION
+    assert version["served"] is True and version["storage"] is True
+    assert version["subresources"] == {"status": {}}
+    assert _root(document)["required"] == ["spec"]
+    assert document["metadata"]["name"] == f"{document['spec']['names']['plural']}.{names.GROUP}"
+
+
+def test_tenant_names_and_printer_columns(documents):
+    document = documents[TENANTS]
+
+    assert document["spec"]["names"] == {
+        "kind": "Tenant",
+        "listKind": "TenantList",
+        "plural": "tenants",
+        "singular": "tenant",
+        "shortNames": ["tn"],
+        "categories": ["tenancy"],
+    }
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in _version(document)["additionalPrinterColumns"]}
+    assert columns == {
+        "Plan": ("string", ".spec.plan"),
+        "Tier": ("string", ".status.tier"),
+        "Phase": ("string", ".status.phase"),
+        "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status'),
+        "Age": ("date", ".metadata.creationTimestamp"),
+    }
+
+
+def test_tenant_plan_names_and_printer_columns(documents):
+    document = documents[PLANS]
+
+    assert document["spec"]["names"]["kind"] == "TenantPlan"
+    assert document["spec"]["names"]["plural"] == "tenantplans"
+    assert document["spec"]["names"]["shortNames"] == ["tnp"]
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in _version(document)["additionalPrinterColumns"]}
+    assert columns == {"Tiers": ("string", ".spec.tiers"), "Age": ("date", ".metadata.creationTimestamp")}
+
+
+def test_tenant_name_rule_sits_at_the_root(documents):
+    root = _root(documents[TENANTS])
+    (rule,) = root["x-kubernetes-validations"]
+
+    assert root["properties"]["metadata"] == {"type": "object"}
+    assert "self.metadata.name" in rule["rule"]
+    assert f"'{names.TENANT_NAME_PATTERN}'" in rule["rule"]
+    assert f"<= {names.TENANT_NAME_MAX_LENGTH}" in rule["rule"]
+    assert "tenant-<name>" in rule["message"] and "tenant_<name>" in rule["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [("acme", True), ("a", True), ("acme-2", True), ("a" * 40, True), ("a" * 41, False), ("2acme", False),
+     ("acme-", False), ("Acme", False), ("ac_me", False), ("ac.me", False)],
+)
+def test_tenant_name_pattern_means_what_the_message_says(name, accepted):
+    # CEL's matches() is RE2 and Python's re agrees on this simple pattern.
+    fits = bool(re.match(names.TENANT_NAME_PATTERN, name)) and len(name) <= names.TENANT_NAME_MAX_LENGTH
+    assert fits is accepted
+
+
+def test_tenant_spec_schema(documents):
+    spec = _root(documents[TENANTS])["properties"]["spec"]
+    props = spec["properties"]
+
+    assert spec["required"] == ["plan"]
+    assert props["tier"]["enum"] == ["shared", "isolated"] and props["tier"]["default"] == "shared"
+    assert props["database"]["properties"]["reclaimPolicy"]["default"] == "Retain"
+    assert props["networkIsolation"]["default"] is True
+    assert props["owners"]["maxItems"] == 50
+    assert props["owners"]["items"]["properties"]["kind"]["enum"] == ["User", "Group", "ServiceAccount"]
+    (owner_rule,) = props["owners"]["items"]["x-kubernetes-validations"]
+    assert owner_rule["rule"] == "has(self.namespace) == (self.kind == 'ServiceAccount')"
+    assert all(node.get("description") for path, node in _nodes(spec) if path), "kubectl explain needs descriptions"
+
+
+def test_quantity_maps_carry_key_and_value_rules(documents):
+    quota = _root(documents[PLANS])["properties"]["spec"]["properties"]["quota"]
+
+    assert quota["type"] == "object" and quota["maxProperties"] == 64
+    assert any(RESOURCE_NAME_PATTERN in rule["rule"] for rule in quota["x-kubernetes-validations"])
+    value = quota["additionalProperties"]
+    assert value["type"] == "string" and value["maxLength"]
+    assert value["pattern"].startswith("^([0-9]+")
+    assert any("isQuantity(self)" in rule["rule"] for rule in value["x-kubernetes-validations"])
+
+
+def test_tiers_are_a_set(documents):
+    tiers = _root(documents[PLANS])["properties"]["spec"]["properties"]["tiers"]
+
+    assert tiers["x-kubernetes-list-type"] == "set"
+    assert tiers["minItems"] == 1 and tiers["default"] == ["shared"]
+
+
+def test_status_is_fully_typed_and_conditions_are_a_map(documents):
+    status = _root(documents[TENANTS])["properties"]["status"]
+    conditions = status["properties"]["conditions"]
+    migration = status["properties"]["migration"]
+
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]
+    assert set(migration["properties"]) >= {"from", "to", "step", "started", "tables", "rowsCopied"}
+    assert status["properties"]["phase"]["enum"][0] == "Pending"
+
+
+def _has_null(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_null(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_null(item) for item in value)
+    return value is None
+
+
+def test_defaults_hold_no_nulls(documents):
+    # Optional fields default to None in Python; in Kubernetes that means absent.
+    for filename in (TENANTS, PLANS):
+        for path, node in _nodes(_root(documents[filename])):
+            assert "default" not in node or not _has_null(node["default"]), path
+
+
+def test_converter_refuses_unions():
+    class Union(BaseModel):
+        value: int | str
+
+    with pytest.raises(ValueError, match="unions"):
+        crds.structural_schema(Union)
+
+
+def test_converter_refuses_key_patterns_without_a_cel_rule():
+    from typing import Annotated
+
+    from pydantic import StringConstraints
+
+    class Keys(BaseModel):
+        value: dict[Annotated[str, StringConstraints(pattern="^[a-z]+$")], str]
+
+    with pytest.raises(ValueError, match="CEL"):
+        crds.structural_schema(Keys)
+
+
+def test_converter_refuses_keywords_kubernetes_lacks():
+    class Exclusive(BaseModel):
+        value: int = Field(gt=0)
+
+    with pytest.raises(ValueError, match="exclusiveMinimum"):
+        crds.structural_schema(Exclusive)
+
+
+def test_converter_keeps_cel_rules_of_annotated_types():
+    class Holder(BaseModel):
+        resources: ResourceMap = {}
+
+    schema = crds.structural_schema(Holder)
+
+    assert schema["properties"]["resources"]["x-kubernetes-validations"]
+    assert schema["properties"]["resources"]["additionalProperties"]["x-kubernetes-validations"]
