@@ -38,20 +38,21 @@ def install_crds(cluster: LocalCluster) -> None:
 class OperatorProcess:
     """The operator as a child process, exactly as `tenant-operator run` runs in a cluster."""
 
-    def __init__(self, cluster: LocalCluster, database_url: str, log_path: Path, **settings: str):
+    def __init__(self, cluster: LocalCluster, database_url: str, log_path: Path, kubeconfig: Path | None = None,
+                 run_args: tuple[str, ...] = ("--standalone",), **settings: str):
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.log_path = log_path
         env = {
             **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
+            "KUBECONFIG": str(kubeconfig or cluster.kubeconfig),
             ENV_PREFIX + "DATABASE_URL": database_url,
             ENV_PREFIX + "METRICS_PORT": str(self.metrics_port),
             **{ENV_PREFIX + key.upper(): str(value) for key, value in settings.items()},
         }
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tenant_operator", "run", "--standalone",
+            [sys.executable, "-m", "tenant_operator", "run", *run_args,
              f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
