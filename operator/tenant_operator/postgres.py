@@ -129,23 +129,24 @@ def ensure_tenant_data(
     password: str | None,
     *,
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    login: bool | None = None,
 ) -> EnsureResult:
     """Bring the tenant's role, schema and (isolated) database to the desired state.
 
     `password` creates the role, or replaces the password of an existing one
     (the caller passes one only when it generated it, e.g. the Secret was lost);
-    None leaves an existing password alone. LOGIN of an existing role is left
-    alone too: it belongs to suspension (`set_login`).
+    None leaves an existing password alone. `login` True/False makes the role's
+    LOGIN so (suspension, retained data adopted again); None leaves it alone.
     """
     actions: list[str] = []
     if placement.tier == ISOLATED:
         with _connect(admin_dsn) as admin:
-            actions += _ensure_role(admin, placement, password, connection_limit)
+            actions += _ensure_role(admin, placement, password, connection_limit, login)
             actions += _ensure_database(admin, placement.database, placement.role)
     # Roles are cluster-wide: in the shared tier one connection does it all.
     with _connect(_data_dsn(admin_dsn, placement)) as data:
         if placement.tier == SHARED:
-            actions += _ensure_role(data, placement, password, connection_limit)
+            actions += _ensure_role(data, placement, password, connection_limit, login)
         actions += _ensure_schema(data, placement.schema, placement.role)
         if placement.tier == ISOLATED:
             actions += _ensure_public_schema_locked(data)
@@ -220,7 +221,8 @@ def tenant_data_exists(admin_dsn: str, placement: DataPlacement) -> bool:
 # --- the steps of ensure_tenant_data --------------------------------------------
 
 def _ensure_role(
-    conn: psycopg.Connection, placement: DataPlacement, password: str | None, connection_limit: int
+    conn: psycopg.Connection, placement: DataPlacement, password: str | None, connection_limit: int,
+    login: bool | None = None,
 ) -> list[str]:
     role = placement.role
     state = _fetch_one(conn, sql.role_state(role, placement.schema))
@@ -237,6 +239,12 @@ def _ensure_role(
         if password is not None:
             conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
             actions.append("set password")
+    can_login = True if state is None else state["rolcanlogin"]
+    if login is not None and can_login != login:
+        conn.execute(sql.alter_role_login(role, login))
+        actions.append("enabled login" if login else "disabled login")
+        if not login:
+            conn.execute(*sql.terminate_sessions(role))
     if state is None or not state["search_path_ok"]:
         conn.execute(sql.alter_role_search_path(role, placement.schema))
         actions.append("set search_path")

@@ -163,7 +163,7 @@ def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str) -> Condi
     try:
         secret = ctx.kube.read(secret_ref)
         password = _secret_password(secret)
-        result = _ensure_data(ctx, placement, password)
+        result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended)
         if result.changed:
             events.post(ctx.kube, body, "DatabaseProvisioned",
                         f"{placement.tier} tier: {'; '.join(result.actions)} ({placement.database}/{placement.schema})")
@@ -191,19 +191,23 @@ class _Ensured:
         return bool(self.actions)
 
 
-def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str | None) -> _Ensured:
-    """Provision the data; a password is generated only when no Secret holds one yet."""
+def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str | None, login: bool) -> _Ensured:
+    """Provision the data; a password is generated only when no Secret holds one yet.
+
+    A retained role of a deleted tenant (login disabled, no Secret left) is adopted:
+    it gets a new password and its login back, its data stays as it was.
+    """
     dsn = ctx.settings.admin_dsn()
     if password is None:
         fresh = postgres.new_password()
-        ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, fresh).actions, fresh)
+        ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, fresh, login=login).actions, fresh)
     else:
         try:
-            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, None).actions, None)
+            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, None, login=login).actions, None)
         except ValueError:
             # The role is gone but its Secret is not (a restored or wiped server): recreate it
             # with the password the tenant's workloads already hold.
-            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, password).actions, None)
+            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, password, login=login).actions, None)
     metrics.count_write("postgres", len(ensured.actions))
     return ensured
 
