@@ -97,7 +97,8 @@ class Controller:
                 try:
                     outcome = await loop.run_in_executor(self.executor, reconcile, self.context, _copy(body))
                 except ApiException as error:
-                    log.warning("tenant %s: Kubernetes API error %s %s; will retry", name, error.status, error.reason)
+                    log.warning("tenant %s: Kubernetes API error %s %s: %s; will retry", name, error.status,
+                                error.reason, (error.body or b"")[:500])
                     outcome = Outcome(failed=True)
                 except Exception:  # noqa: BLE001 - one tenant's bug must not stop the others
                     log.exception("tenant %s: reconcile failed; will retry", name)

@@ -44,21 +44,47 @@ _KEYWORDS = (
     "items",
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
+    "x-kubernetes-int-or-string",
     "x-kubernetes-validations",
 )
 _SCALAR_TYPES = {"string", "integer", "number", "boolean"}
 
-TENANT_NAME_RULE = {
-    "rule": (
-        f"size(self.metadata.name) <= {names.TENANT_NAME_MAX_LENGTH}"
-        f" && self.metadata.name.matches('{names.TENANT_NAME_PATTERN}')"
-    ),
-    "message": (
-        f"Tenant name must be 1-{names.TENANT_NAME_MAX_LENGTH} lowercase letters, digits or '-', "
-        "start with a letter and end with a letter or digit: it becomes namespace "
-        f"{names.tenant_namespace('<name>')} and PostgreSQL identifier {names.sql_name('<name>')}"
-    ),
-}
+_BECOMES = (
+    f"it becomes namespace {names.tenant_namespace('<name>')} and PostgreSQL identifier {names.sql_name('<name>')}"
+)
+# Two rules, so that the message says which of the two a name breaks. Both sit at
+# the root, the only place CEL can see metadata.name, and point at it with
+# fieldPath: "metadata.name: Invalid value: ...", not "<nil>: Invalid value: ...".
+TENANT_NAME_RULES = [
+    {
+        "rule": f"size(self.metadata.name) <= {names.TENANT_NAME_MAX_LENGTH}",
+        "message": f"Tenant name must be at most {names.TENANT_NAME_MAX_LENGTH} characters: {_BECOMES}",
+        "fieldPath": ".metadata.name",
+    },
+    {
+        "rule": f"self.metadata.name.matches('{names.TENANT_NAME_PATTERN}')",
+        "message": (
+            "Tenant name must be lowercase letters, digits and '-' (no dots, no underscores), "
+            f"starting with a letter and ending with a letter or digit, such as acme-2: {_BECOMES}"
+        ),
+        "fieldPath": ".metadata.name",
+    },
+]
+# A plan's name is what tenants write in spec.plan, and it becomes the label
+# tenancy.dev/plan: the 63 characters a label value holds.
+TENANT_PLAN_NAME_RULES = [
+    {
+        "rule": "size(self.metadata.name) <= 63",
+        "message": (
+            "TenantPlan name must be at most 63 characters: tenants name it in spec.plan "
+            f"and it becomes the label {names.LABEL_PLAN}"
+        ),
+        "fieldPath": ".metadata.name",
+    },
+]
+# metadata may declare name (and nothing else): enough for fieldPath to point at
+# it. maxLength is Kubernetes' own limit for names; CEL's cost estimate needs it.
+_METADATA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 253}}}
 
 
 def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -82,6 +108,7 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], path: str) -> di
         if node["default"] is None:
             del node["default"]
     _map_keys(node, path)
+    _int_or_string(node, path)
     unique = node.pop("uniqueItems", False)
 
     if "properties" in node:
@@ -100,7 +127,7 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], path: str) -> di
     unknown = set(node) - set(_KEYWORDS)
     if unknown:
         raise ValueError(f"{path}: no structural-schema equivalent for {sorted(unknown)}")
-    if "type" not in node:
+    if "type" not in node and not node.get("x-kubernetes-int-or-string"):
         raise ValueError(f"{path}: every node of a structural schema needs a type")
     if "properties" in node and "additionalProperties" in node:
         raise ValueError(f"{path}: properties and additionalProperties are mutually exclusive")
@@ -140,6 +167,18 @@ def _map_keys(node: dict[str, Any], path: str) -> None:
         node["additionalProperties"] = next(iter(patterns.values()))
 
 
+def _int_or_string(node: dict[str, Any], path: str) -> None:
+    """A string type that also takes numbers (`pods: 20`) is int-or-string in the CRD.
+
+    The model declares it a str with `x-kubernetes-int-or-string` (a validator
+    turns numbers into text); the API server wants no `type` beside the extension.
+    """
+    if not node.get("x-kubernetes-int-or-string"):
+        return
+    if node.pop("type", None) != "string":
+        raise ValueError(f"{path}: x-kubernetes-int-or-string belongs on a string type")
+
+
 def _as_set(node: dict[str, Any], path: str) -> None:
     """`uniqueItems` is forbidden in CRDs (quadratic); a set list type says the same."""
     if node.get("items", {}).get("type") not in _SCALAR_TYPES:
@@ -161,16 +200,24 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _version_schema(spec: dict[str, Any], status: dict[str, Any] | None, description: str) -> dict[str, Any]:
+def _version_schema(
+    spec: dict[str, Any], status: dict[str, Any] | None, description: str, name_rules: list[dict[str, Any]]
+) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "apiVersion": {"description": "Versioned schema of this representation of an object.", "type": "string"},
         "kind": {"description": "REST resource this object represents.", "type": "string"},
-        "metadata": {"type": "object"},
+        "metadata": json.loads(json.dumps(_METADATA)),
         "spec": spec,
     }
     if status is not None:
         properties["status"] = status
-    return {"description": description, "type": "object", "required": ["spec"], "properties": properties}
+    return {
+        "description": description,
+        "type": "object",
+        "required": ["spec"],
+        "properties": properties,
+        "x-kubernetes-validations": json.loads(json.dumps(name_rules)),
+    }
 
 
 def _crd(
@@ -218,9 +265,8 @@ def tenant_crd() -> dict[str, Any]:
         structural_schema(TenantSpec),
         structural_schema(TenantStatus),
         "A tenant: its namespace, PostgreSQL schema or database, quotas, access rules and workloads.",
+        TENANT_NAME_RULES,
     )
-    # The name rule sits at the root: it is the only place CEL can see metadata.name.
-    schema["x-kubernetes-validations"] = [TENANT_NAME_RULE]
     return _crd(
         kind="Tenant",
         plural="tenants",
@@ -241,6 +287,7 @@ def tenant_plan_crd() -> dict[str, Any]:
         structural_schema(TenantPlanSpec),
         None,
         "A plan tenants subscribe to, like a StorageClass: quotas, container limits, tiers and workloads.",
+        TENANT_PLAN_NAME_RULES,
     )
     return _crd(
         kind="TenantPlan",

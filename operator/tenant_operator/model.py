@@ -6,6 +6,12 @@ in the CRD it lets the API server refuse a bad spec before the operator sees it.
 Rules pydantic cannot express in JSON Schema are given twice, as a Python
 validator and as a CEL rule (`x-kubernetes-validations`) beside it.
 
+Where a person types a value, a rule's message says what is allowed, with an
+example: the API server's own message for an OpenAPI `pattern` only repeats
+the regular expression. So names and quantities are checked by CEL rules with
+such a message (`_matching`), and OpenAPI patterns are kept for the status,
+which only the operator writes.
+
 Docstrings of models and `description`s of fields are user documentation: they
 become the CRD's descriptions, shown by `kubectl explain`.
 """
@@ -17,7 +23,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 # Condition types, as they appear in status.conditions[].type.
@@ -29,10 +35,23 @@ WORKLOADS_READY = "WorkloadsReady"
 MIGRATING = "Migrating"
 
 # A strict subset of Kubernetes' quantity grammar: no sign (a negative quota or
-# limit is meaningless), no signed exponent.
-QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][0-9]+)?$"
-RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9./]*[a-z0-9])?$"
+# limit is meaningless), no signed exponent, and at most two exponent digits
+# (a longer one can overflow the parser's int64, which only the API server
+# would notice). The CRD's CEL rule and the Python validator share it, so the
+# API server and the operator agree on every value.
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][0-9]{1,2})?$"
+QUANTITY_MAX_LENGTH = 64
+QUANTITY_MESSAGE = "must be a non-negative Kubernetes quantity such as 500m, 2 or 1Gi"
+# Upper case only after the first character, as in hugepages-2Mi or an extended
+# resource such as example.com/GPU; a key such as CPU stays refused, as
+# ResourceQuota itself refuses it.
+RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$"
 RESOURCE_NAME_MAX_LENGTH = 253
+RESOURCE_NAME_RULES = (
+    f"at most {RESOURCE_NAME_MAX_LENGTH} letters, digits, '-', '_', '.' or '/', starting with a lowercase "
+    "letter or digit and ending with a letter or digit, such as cpu, requests.memory, hugepages-2Mi "
+    "or count/deployments.apps"
+)
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 CONDITION_TYPE_PATTERN = (
@@ -73,40 +92,117 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
+def _matches(pattern: str, message: str) -> AfterValidator:
+    """The Python half of a CEL `matches` rule: same pattern, same message."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        # fullmatch: Python's `$` also matches before a trailing newline, RE2's does not.
+        if not regex.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _matching(pattern: str, message: str, max_length: int) -> Any:
+    """A string type checked by a CEL rule instead of an OpenAPI `pattern`.
+
+    A pattern failure reads "should match '^[a-z0-9]([-a-z0-9]*...'"; the rule's
+    message says in words what is allowed. maxLength stays OpenAPI: its message
+    ("may not be more than 63 bytes") is clear, and CEL needs the bound.
+    """
+    return Annotated[
+        str,
+        StringConstraints(max_length=max_length),
+        _matches(pattern, message),
+        Field(json_schema_extra=_validations(cel(f"self.matches(r'{pattern}')", message))),
+    ]
+
+
+def _number_as_text(value: Any) -> Any:
+    """`pods: 20` means `pods: "20"`, as in a ResourceQuota; the operator always sees text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# int-or-string in the CRD, so a YAML number is accepted. The CEL rule reads an
+# int as what it is; a string must match QUANTITY_PATTERN (no OpenAPI pattern: its
+# failure would block CEL and hide this message) and parse as a quantity.
 Quantity = Annotated[
     str,
-    StringConstraints(pattern=QUANTITY_PATTERN, max_length=64),
+    BeforeValidator(_number_as_text),
+    StringConstraints(max_length=QUANTITY_MAX_LENGTH),
+    _matches(QUANTITY_PATTERN, QUANTITY_MESSAGE),
     Field(
-        description="A non-negative Kubernetes quantity, such as 500m, 2, 1Gi or 10.",
-        json_schema_extra=_validations(
-            cel(
-                "isQuantity(self) && !quantity(self).isLessThan(quantity('0'))",
-                "must be a non-negative Kubernetes quantity such as 500m, 2 or 1Gi",
+        description="A non-negative Kubernetes quantity, such as 500m, 2, 1Gi or 10; a number or a string.",
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            **_validations(
+                cel(
+                    f"type(self) == int ? self >= 0 : (self.matches(r'{QUANTITY_PATTERN}') && isQuantity(self))",
+                    QUANTITY_MESSAGE,
+                ),
             ),
-        ),
+        },
     ),
 ]
 
 ResourceName = Annotated[
-    str, StringConstraints(pattern=RESOURCE_NAME_PATTERN, max_length=RESOURCE_NAME_MAX_LENGTH)
+    str,
+    StringConstraints(max_length=RESOURCE_NAME_MAX_LENGTH),
+    _matches(RESOURCE_NAME_PATTERN, f"resource names must be {RESOURCE_NAME_RULES}"),
 ]
 
-# The key pattern reaches the CRD as this CEL rule (OpenAPI has no key schema there).
+# The key rule reaches the CRD as this CEL rule (OpenAPI has no key schema there).
+# Nothing else in the API server's answer names the offending key, so the
+# messageExpression does (the first one: a joined list of them all costs too
+# much in CEL's static estimate). CEL strings are double-quoted here because the
+# text holds '-'.
+_FIRST_BAD_RESOURCE_NAME = (
+    f"self.filter(k, size(k) > {RESOURCE_NAME_MAX_LENGTH} || !k.matches('{RESOURCE_NAME_PATTERN}'))[0]"
+)
 ResourceMap = Annotated[
     dict[ResourceName, Quantity],
     Field(
         max_length=MAX_RESOURCE_ENTRIES,
         json_schema_extra=_validations(
-            cel(
-                f"self.all(k, size(k) <= {RESOURCE_NAME_MAX_LENGTH} && k.matches('{RESOURCE_NAME_PATTERN}'))",
-                "resource names must be lowercase letters, digits, '-', '.' or '/', starting and "
-                "ending with a letter or digit, such as cpu, requests.memory or count/deployments.apps",
-            ),
+            {
+                **cel(
+                    f"self.all(k, size(k) <= {RESOURCE_NAME_MAX_LENGTH} && k.matches('{RESOURCE_NAME_PATTERN}'))",
+                    f"resource names must be {RESOURCE_NAME_RULES}",
+                ),
+                "messageExpression": (
+                    f"\"invalid resource name '\" + {_FIRST_BAD_RESOURCE_NAME}"
+                    f" + \"': resource names must be {RESOURCE_NAME_RULES}\""
+                ),
+            },
         ),
     ),
 ]
 
 Timestamp = Annotated[str, AfterValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
+
+# A plan name goes into the label tenancy.dev/plan: a DNS subdomain of at most 63.
+PlanName = _matching(
+    DNS_SUBDOMAIN_PATTERN,
+    "must be the name of a TenantPlan: lowercase letters, digits, '-' and '.', starting and ending "
+    "with a letter or digit, such as professional",
+    max_length=63,
+)
+NamespaceName = _matching(
+    DNS_LABEL_PATTERN,
+    "must be a namespace name: lowercase letters, digits and '-', starting and ending with a letter "
+    "or digit, such as ci",
+    max_length=63,
+)
+TemplateName = _matching(
+    r"^[a-z0-9][a-z0-9-]*$",
+    "must be the name of a workload template: lowercase letters, digits and '-', starting with a "
+    "letter or digit, such as web",
+    max_length=63,
+)
 
 
 class Tier(StrEnum):
@@ -183,12 +279,7 @@ class ResourcesSpec(_Spec):
 class WorkloadSpec(_Spec):
     """The workloads rendered for a tier: which template, and its sizing."""
 
-    template: str = Field(
-        default="web",
-        max_length=63,
-        pattern=r"^[a-z0-9][a-z0-9-]*$",
-        description="Name of the workload template the operator renders.",
-    )
+    template: TemplateName = Field(default="web", description="Name of the workload template the operator renders.")
     image: str = Field(
         default="nginxinc/nginx-unprivileged:1.27", min_length=1, max_length=512, description="Container image."
     )
@@ -225,31 +316,42 @@ class TenantPlanSpec(_Spec):
 # --- Tenant -------------------------------------------------------------------
 
 
+OWNER_NAMESPACE_REQUIRED = "an owner of kind ServiceAccount needs the namespace the service account lives in"
+OWNER_NAMESPACE_FORBIDDEN = "only an owner of kind ServiceAccount has a namespace; users and groups are cluster-wide"
+
+
 class Owner(_Spec):
     """A subject that administers the tenant namespace."""
 
+    # Two rules, each pointing at .namespace with the reason Kubernetes uses for
+    # its own fields: "owners[0].namespace: Required value: ..." / "Forbidden: ...".
     model_config = ConfigDict(
         json_schema_extra=_validations(
-            cel(
-                "has(self.namespace) == (self.kind == 'ServiceAccount')",
-                "owners[].namespace is required for kind ServiceAccount and not allowed for User or Group",
-            ),
+            {
+                **cel("self.kind != 'ServiceAccount' || has(self.namespace)", OWNER_NAMESPACE_REQUIRED),
+                "fieldPath": ".namespace",
+                "reason": "FieldValueRequired",
+            },
+            {
+                **cel("self.kind == 'ServiceAccount' || !has(self.namespace)", OWNER_NAMESPACE_FORBIDDEN),
+                "fieldPath": ".namespace",
+                "reason": "FieldValueForbidden",
+            },
         )
     )
 
     kind: OwnerKind = Field(description="User, Group or ServiceAccount.")
     name: str = Field(min_length=1, max_length=253, description="Name of the user, group or service account.")
-    namespace: str | None = Field(
-        default=None,
-        max_length=63,
-        pattern=DNS_LABEL_PATTERN,
-        description="Namespace of the service account; only for kind ServiceAccount.",
+    namespace: NamespaceName | None = Field(
+        default=None, description="Namespace of the service account; only for kind ServiceAccount."
     )
 
     @model_validator(mode="after")
     def _namespace_iff_service_account(self) -> Owner:
-        if (self.namespace is not None) != (self.kind == OwnerKind.SERVICE_ACCOUNT):
-            raise ValueError("owners[].namespace is required for kind ServiceAccount and not allowed for User or Group")
+        if self.kind == OwnerKind.SERVICE_ACCOUNT and self.namespace is None:
+            raise ValueError(OWNER_NAMESPACE_REQUIRED)
+        if self.kind != OwnerKind.SERVICE_ACCOUNT and self.namespace is not None:
+            raise ValueError(OWNER_NAMESPACE_FORBIDDEN)
         return self
 
 
@@ -266,9 +368,7 @@ class TenantSpec(_Spec):
     """The desired state of a tenant."""
 
     display_name: DisplayName | None = None
-    plan: str = Field(
-        max_length=63, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the TenantPlan the tenant is on."
-    )
+    plan: PlanName = Field(description="Name of the TenantPlan the tenant is on.")
     tier: Tier = Field(default=Tier.SHARED, description="Tier the tenant should live in; changing it migrates the tenant.")
     owners: list[Owner] = Field(
         default=[], max_length=MAX_OWNERS, description="Subjects bound to the admin role in the tenant namespace."
@@ -328,6 +428,9 @@ class MigrationStatus(_Status):
     tables: list[TableProgress] = Field(default=[], description="Per-table copy progress.")
     rows_copied: int = Field(default=0, ge=0, description="Rows copied so far, all tables.")
     freeze_started: Timestamp | None = Field(default=None, description="When writes to the source were frozen.")
+    freeze_seconds: float | None = Field(default=None, ge=0, description="How long writes were frozen, once switched.")
+    quarantine: str | None = Field(default=None, max_length=63,
+                                   description="Name the source schema or database was renamed to after the switch.")
     message: str | None = Field(default=None, description="Details of the current step.")
 
 

@@ -368,3 +368,22 @@ def _unavailable(params: dict[str, Any], exc: psycopg.Error) -> DatabaseUnavaila
         reason = reason.replace(str(password), "***")
     where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
     return DatabaseUnavailable(f"PostgreSQL at {where} is unavailable: {reason}")
+
+
+# --- snapshots (reclaimPolicy Snapshot) --------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TableName:
+    schema: str
+    name: str
+    has_data: bool = True
+    """False for a partitioned table: its rows are dumped with its partitions."""
+
+
+def snapshot_tables(admin_dsn: str, placement: DataPlacement) -> list[TableName]:
+    """The tables a snapshot of the placement must contain (its schema, or the whole database)."""
+    schema = placement.schema if placement.tier == SHARED else None
+    with _connect(_data_dsn(admin_dsn, placement)) as conn:
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(*sql.snapshot_tables(schema)).fetchall()
+    return [TableName(row["schema"], row["name"], row["has_data"]) for row in rows]

@@ -15,7 +15,7 @@ from typing import Callable
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator import conditions as cond
-from tenant_operator import events, metrics, names, postgres, render
+from tenant_operator import events, metrics, migration, names, postgres, render
 from tenant_operator.conditions import Condition
 from tenant_operator.drift import needs_apply
 from tenant_operator.kube import KINDS, TENANT, Kube, ObjectRef
@@ -63,20 +63,32 @@ def reconcile(ctx: Context, body: dict) -> Outcome:
         _report(ctx, body, [problem], phase="Failed" if problem.reason != "PlanNotFound" else "Pending", tier=None)
         return Outcome(requeue_after=None if problem.reason == "TierNotAllowed" else 30.0)
 
-    parts: list[Condition] = []
-    outcome = Outcome()
+    if migration.wanted(body, tenant):
+        return migration.advance(ctx, body, tenant, plan)
+    parts, outcome = converge(ctx, body, tenant, plan, tier)
+    if parts is None:
+        return outcome
+    _report(ctx, body, [*parts, summary(parts, tenant, tier)], phase=phase(parts, tenant, tier, status), tier=tier)
+    return outcome
+
+
+def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: str,
+             ) -> tuple[list[Condition] | None, Outcome]:
+    """Bring every part of the tenant to its desired state on `tier`; the parts' conditions."""
     try:
         objects = render.tenant_objects(tenant, plan, ctx.settings, tier)
     except render.TemplateError as error:
         problem = Condition(cond.WORKLOADS_READY, False, "TemplateError", str(error))
         _report(ctx, body, [problem, cond.summary([problem])], phase="Failed", tier=tier)
-        return Outcome(requeue_after=None)
+        return None, Outcome(requeue_after=None)
 
-    parts.append(_step(cond.NAMESPACE_READY, "NamespaceReady",
-                       f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
-                       lambda: _apply_all(ctx.kube, objects["namespace"], _prunable_access(tenant))))
-    parts.append(_step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
-                       lambda: _apply_all(ctx.kube, objects["quota"], _prunable_quota(objects["quota"], tenant))))
+    parts = [
+        _step(cond.NAMESPACE_READY, "NamespaceReady",
+              f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
+              lambda: _apply_all(ctx.kube, objects["namespace"], _prunable_access(tenant))),
+        _step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
+              lambda: _apply_all(ctx.kube, objects["quota"], _prunable_quota(objects["quota"], tenant))),
+    ]
     database = _database_step(ctx, body, tenant, tier) if parts[0].ok else Condition(
         cond.DATABASE_READY, False, "WaitingForNamespace", "the namespace must exist before the Secret")
     parts.append(database)
@@ -86,15 +98,11 @@ def reconcile(ctx: Context, body: dict) -> Outcome:
         workloads = Condition(cond.WORKLOADS_READY, False, "WaitingForDatabase", "the database is not ready")
     parts.append(workloads)
 
-    failed = [p for p in parts if p.ok is False and p.reason.endswith(("Failed", "Unavailable"))]
-    if failed:
-        outcome = Outcome(failed=True)
-    elif workloads.ok is not True:
-        outcome = Outcome(requeue_after=WAIT_FOR_WORKLOADS)
-    extra = [_tier_change_condition(tenant, tier)]
-    _report(ctx, body, [*parts, cond.summary(parts), *[c for c in extra if c]], phase=_phase(status, parts, tenant),
-            tier=tier)
-    return outcome
+    if any(p.ok is False and p.reason.endswith(("Failed", "Unavailable")) for p in parts):
+        return parts, Outcome(failed=True)
+    if workloads.ok is not True:
+        return parts, Outcome(requeue_after=WAIT_FOR_WORKLOADS)
+    return parts, Outcome()
 
 
 def _plan_for(ctx: Context, tenant: Tenant) -> tuple[TenantPlan | None, Condition | None]:
@@ -265,19 +273,21 @@ def _prune_isolated_workloads(kube: Kube, tenant: Tenant) -> None:
             kube.delete(ObjectRef(kind, item["metadata"]["name"], namespace))
 
 
-def _tier_change_condition(tenant: Tenant, tier: str) -> Condition | None:
+def summary(parts: list[Condition], tenant: Tenant, tier: str) -> Condition:
+    """Ready, which also needs the tenant to live on the tier its spec asks for."""
     wanted = render.value(tenant.spec.tier)
-    if wanted == tier:
-        return None
-    return Condition(cond.MIGRATING, False, "MigrationNotAvailable",
-                     f"spec.tier is {wanted!r} but this operator version cannot migrate yet; "
-                     f"the tenant stays on {tier!r} with its data")
+    if all(p.ok for p in parts) and wanted != tier:
+        return Condition(cond.READY, False, "TierMismatch",
+                         f"spec.tier is {wanted} but the tenant lives on {tier}: see condition Migrating")
+    return cond.summary(parts)
 
 
-def _phase(status: dict, parts: list[Condition], tenant: Tenant) -> str:
+def phase(parts: list[Condition], tenant: Tenant, tier: str, status: dict | None = None) -> str:
+    if all(p.ok for p in parts) and render.value(tenant.spec.tier) != tier:
+        return "Degraded"
     if all(p.ok for p in parts):
         return "Suspended" if tenant.spec.suspended else "Ready"
-    if status.get("phase") in ("Ready", "Degraded", "Suspended"):
+    if (status or {}).get("phase") in ("Ready", "Degraded", "Suspended"):
         return "Degraded"
     return "Provisioning"
 
@@ -291,8 +301,13 @@ def _ensure_finalizer(kube: Kube, body: dict) -> None:
         body["metadata"]["finalizers"] = [*finalizers, names.FINALIZER]
 
 
-def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier: str | None) -> None:
-    """Write status only when it differs; post an event per condition that changed."""
+def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier: str | None,
+            migration_status: dict | None = None) -> None:
+    """Write status only when it differs; post an event per condition that changed.
+
+    The status is applied whole with our field manager, so a field left out (the
+    migration record once a migration ends) is removed from the object.
+    """
     meta = body["metadata"]
     current = body.get("status") or {}
     generation = meta.get("generation", 0)
@@ -309,10 +324,14 @@ def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier
         status["tier"] = tier
         status["database"] = {"host": host, "port": port, "database": placement.database,
                               "schema": placement.schema, "secretName": names.DB_SECRET_NAME}
+    if migration_status:
+        status["migration"] = migration_status
     metrics.track_tenant(meta["name"], phase, tier, (body.get("spec") or {}).get("plan"))
-    if all(current.get(key) == value for key, value in status.items()):
+    if all(current.get(key) == value for key, value in status.items()) and (
+            "migration" in status or "migration" not in current):
         return
     ctx.kube.apply_status(TENANT, meta["name"], status)
+    body["status"] = status
     for changed in cond.transitions(current.get("conditions", []), merged):
         if changed["type"] == cond.READY or changed["status"] != "True":
             events.post(ctx.kube, body, changed["reason"], f"{changed['type']}: {changed['message']}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -36,8 +37,30 @@ class Settings:
     workers: int = 4
     metrics_port: int = 0
     """Prometheus metrics port; 0 disables the endpoint."""
+    quarantine_retention_seconds: float = 7 * 24 * 3600.0
+    """How long a migrated-away source schema or database is kept before it is dropped."""
+    fault: str | None = None
+    """Test-only fault injection: "crash:<step>" exits the process inside that migration step,
+    "corrupt:copy" damages one copied row so that verification must fail."""
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
+    snapshot_dir: Path = Path(tempfile.gettempdir()) / "tenant-operator-snapshots"
+    """Where reclaimPolicy Snapshot writes its pg_dump files. The default under the system temp
+    directory is for development only: in production mount a PersistentVolumeClaim here."""
+    snapshot_timeout_seconds: float = 3600.0
+    """A pg_dump running longer than this is stopped, and the deletion retried later."""
+    pg_bin_dir: Path | None = None
+    """Directory of pg_dump and pg_restore; None looks them up on PATH (Debian: /usr/bin)."""
+    leader_election: bool = False
+    """Lease-based leader election: only the replica holding the Lease reconciles."""
+    leader_election_namespace: str | None = None
+    """Namespace of the Lease; None: the operator's own namespace in a pod, else "default"."""
+    leader_election_name: str = "tenant-operator"
+    """Name of the coordination.k8s.io Lease the replicas compete for."""
+    lease_duration_seconds: float = 15.0
+    """How long a Lease not renewed keeps the others waiting before one of them takes over."""
+    lease_renew_seconds: float = 5.0
+    """How often the leader renews its Lease."""
 
     def admin_dsn(self, dbname: str | None = None) -> str:
         """The admin conninfo, pointed at `dbname` (the shared database when None)."""
@@ -58,7 +81,15 @@ class Settings:
 _FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 
 
-_CONVERTERS = {"int": int, "int | None": int, "float": float, "Path | None": Path}
+def _flag(raw: str) -> bool:
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"expected true or false, not {raw!r}")
+
+
+_CONVERTERS = {"int": int, "int | None": int, "float": float, "Path | None": Path, "Path": Path, "bool": _flag}
 
 
 def _convert(name: str, raw: str):

@@ -208,3 +208,24 @@ def database_state(database: str, role: str | None = None) -> Query:
         {"database": database, "role": role},
     )
 
+
+
+# --- snapshots -------------------------------------------------------------------
+
+def snapshot_tables(schema: str | None) -> Query:
+    """The tables a snapshot must hold: those of `schema`, or of every user schema when None
+    (an isolated tenant's whole database). Tables of extensions are left out, as pg_dump does;
+    `has_data` is False for a partitioned parent, whose rows live in its partitions."""
+    where = "n.nspname = %(schema)s" if schema is not None else (
+        "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'")
+    return Query(
+        sql.SQL(
+            "SELECT n.nspname AS schema, c.relname AS name, c.relkind = 'r' AS has_data"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND " + where +
+            " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+            " AND d.objid = c.oid AND d.deptype = 'e')"
+            " ORDER BY 1, 2"
+        ),
+        {"schema": schema} if schema is not None else {},
+    )

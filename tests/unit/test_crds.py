@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from tenant_operator import crds, names
-from tenant_operator.model import RESOURCE_NAME_PATTERN, ResourceMap
+from tenant_operator.model import QUANTITY_PATTERN, RESOURCE_NAME_PATTERN, ResourceMap
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 TENANTS = f"{names.GROUP}_tenants.yaml"
@@ -85,9 +85,23 @@ def test_schema_has_no_json_schema_leftovers(documents, filename):
 
 @pytest.mark.parametrize("filename", [TENANTS, PLANS])
 def test_every_schema_node_has_a_type(documents, filename):
-    untyped = [path or "<root>" for path, node in _nodes(_root(documents[filename])) if "type" not in node]
+    # int-or-string nodes are the structural schema's one exception: no type at all.
+    untyped = [
+        path or "<root>"
+        for path, node in _nodes(_root(documents[filename]))
+        if "type" not in node and not node.get("x-kubernetes-int-or-string")
+    ]
 
     assert untyped == []
+
+
+@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+def test_spec_fields_carry_no_openapi_pattern(documents, filename):
+    # A pattern failure answers with the regular expression; a CEL rule's message
+    # says in words what is allowed.
+    spec = _root(documents[filename])["properties"]["spec"]
+
+    assert [path for path, node in _nodes(spec) if "pattern" in node] == []
 
 
 @pytest.mark.parametrize("filename", [TENANTS, PLANS])
@@ -159,15 +173,27 @@ def test_tenant_plan_names_and_printer_columns(documents):
     assert columns == {"Tiers": ("string", ".spec.tiers"), "Age": ("date", ".metadata.creationTimestamp")}
 
 
-def test_tenant_name_rule_sits_at_the_root(documents):
+def test_tenant_name_rules_sit_at_the_root_and_point_at_the_name(documents):
     root = _root(documents[TENANTS])
+    length, characters = root["x-kubernetes-validations"]
+
+    assert root["properties"]["metadata"] == {"type": "object", "properties": {"name": {"type": "string", "maxLength": 253}}}
+    assert length["rule"] == f"size(self.metadata.name) <= {names.TENANT_NAME_MAX_LENGTH}"
+    assert f"at most {names.TENANT_NAME_MAX_LENGTH} characters" in length["message"]
+    assert characters["rule"] == f"self.metadata.name.matches('{names.TENANT_NAME_PATTERN}')"
+    assert "lowercase letters, digits and '-'" in characters["message"]
+    for rule in (length, characters):
+        assert rule["fieldPath"] == ".metadata.name"
+        assert "tenant-<name>" in rule["message"] and "tenant_<name>" in rule["message"]
+
+
+def test_tenant_plan_name_fits_the_plan_label(documents):
+    root = _root(documents[PLANS])
     (rule,) = root["x-kubernetes-validations"]
 
-    assert root["properties"]["metadata"] == {"type": "object"}
-    assert "self.metadata.name" in rule["rule"]
-    assert f"'{names.TENANT_NAME_PATTERN}'" in rule["rule"]
-    assert f"<= {names.TENANT_NAME_MAX_LENGTH}" in rule["rule"]
-    assert "tenant-<name>" in rule["message"] and "tenant_<name>" in rule["message"]
+    assert rule["rule"] == "size(self.metadata.name) <= 63"
+    assert rule["fieldPath"] == ".metadata.name"
+    assert "spec.plan" in rule["message"]
 
 
 @pytest.mark.parametrize(
@@ -191,8 +217,13 @@ def test_tenant_spec_schema(documents):
     assert props["networkIsolation"]["default"] is True
     assert props["owners"]["maxItems"] == 50
     assert props["owners"]["items"]["properties"]["kind"]["enum"] == ["User", "Group", "ServiceAccount"]
-    (owner_rule,) = props["owners"]["items"]["x-kubernetes-validations"]
-    assert owner_rule["rule"] == "has(self.namespace) == (self.kind == 'ServiceAccount')"
+    required, forbidden = props["owners"]["items"]["x-kubernetes-validations"]
+    assert required["rule"] == "self.kind != 'ServiceAccount' || has(self.namespace)"
+    assert (required["fieldPath"], required["reason"]) == (".namespace", "FieldValueRequired")
+    assert forbidden["rule"] == "self.kind == 'ServiceAccount' || !has(self.namespace)"
+    assert (forbidden["fieldPath"], forbidden["reason"]) == (".namespace", "FieldValueForbidden")
+    (plan_rule,) = props["plan"]["x-kubernetes-validations"]
+    assert props["plan"]["maxLength"] == 63 and "name of a TenantPlan" in plan_rule["message"]
     assert all(node.get("description") for path, node in _nodes(spec) if path), "kubectl explain needs descriptions"
 
 
@@ -201,10 +232,17 @@ def test_quantity_maps_carry_key_and_value_rules(documents):
 
     assert quota["type"] == "object" and quota["maxProperties"] == 64
     assert any(RESOURCE_NAME_PATTERN in rule["rule"] for rule in quota["x-kubernetes-validations"])
+    (key_rule,) = quota["x-kubernetes-validations"]
+    assert "invalid resource name '" in key_rule["messageExpression"]
     value = quota["additionalProperties"]
-    assert value["type"] == "string" and value["maxLength"]
-    assert value["pattern"].startswith("^([0-9]+")
-    assert any("isQuantity(self)" in rule["rule"] for rule in value["x-kubernetes-validations"])
+    # `pods: 20` and `pods: "20"` alike; the bound keeps CEL's cost estimate small.
+    assert value["x-kubernetes-int-or-string"] is True and "type" not in value
+    assert value["maxLength"] == 64
+    assert "pattern" not in value
+    (rule,) = value["x-kubernetes-validations"]
+    assert rule["rule"].startswith("type(self) == int ? self >= 0 : ")
+    assert f"r'{QUANTITY_PATTERN}'" in rule["rule"] and "isQuantity(self)" in rule["rule"]
+    assert rule["message"] == "must be a non-negative Kubernetes quantity such as 500m, 2 or 1Gi"
 
 
 def test_tiers_are_a_set(documents):
@@ -259,6 +297,14 @@ def test_converter_refuses_key_patterns_without_a_cel_rule():
 
     with pytest.raises(ValueError, match="CEL"):
         crds.structural_schema(Keys)
+
+
+def test_converter_refuses_int_or_string_on_other_types():
+    class Holder(BaseModel):
+        value: int = Field(json_schema_extra={"x-kubernetes-int-or-string": True})
+
+    with pytest.raises(ValueError, match="int-or-string"):
+        crds.structural_schema(Holder)
 
 
 def test_converter_refuses_keywords_kubernetes_lacks():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 
 import pytest
@@ -265,10 +266,43 @@ def test_invalid_quantities_are_rejected(quantity):
         TenantSpec(plan="free", quota_overrides={"cpu": quantity})
 
 
-@pytest.mark.parametrize("key", ["CPU", "-cpu", "cpu.", "requests cpu", "a" * 254])
-def test_invalid_resource_names_are_rejected(key):
+@pytest.mark.parametrize("quantity", [20, 0, 10**12])
+def test_numeric_quantities_are_accepted_as_text(quantity):
+    # `pods: 20` in YAML is a number; ResourceQuota takes it, and so do we.
+    spec = TenantSpec.model_validate({"plan": "free", "quotaOverrides": {"pods": quantity}})
+
+    assert spec.quota_overrides == {"pods": str(quantity)}
+
+
+@pytest.mark.parametrize("quantity", [-1, 1.5, True, None])
+def test_negative_fractional_or_boolean_numbers_are_rejected(quantity):
+    # The CRD is int-or-string: a YAML float (cpu: 0.5) must be quoted there too.
     with pytest.raises(ValidationError):
+        TenantSpec.model_validate({"plan": "free", "quotaOverrides": {"pods": quantity}})
+
+
+def test_quantity_error_says_what_is_allowed():
+    with pytest.raises(ValidationError, match="non-negative Kubernetes quantity such as 500m, 2 or 1Gi"):
+        TenantSpec(plan="free", quota_overrides={"pods": "lots"})
+
+
+@pytest.mark.parametrize(
+    "key", ["cpu", "requests.memory", "count/deployments.apps", "hugepages-2Mi", "requests.hugepages-1Gi",
+            "example.com/GPU", "example.com/my_device"]
+)
+def test_valid_resource_names_are_accepted(key):
+    assert key in TenantPlanSpec(quota={key: "1"}).quota
+
+
+@pytest.mark.parametrize("key", ["CPU", "Memory", "-cpu", "cpu.", "requests cpu", "cpu\n"])
+def test_invalid_resource_names_are_rejected(key):
+    with pytest.raises(ValidationError, match="resource names must be"):
         TenantPlanSpec(quota={key: "1"})
+
+
+def test_overlong_resource_names_are_rejected():
+    with pytest.raises(ValidationError):
+        TenantPlanSpec(quota={"a" * (model.RESOURCE_NAME_MAX_LENGTH + 1): "1"})
 
 
 def test_too_many_quota_entries_are_rejected():
@@ -309,6 +343,24 @@ def test_invalid_tenant_specs_are_rejected(spec):
 
 
 @pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"plan": "Free_Plan"}, "must be the name of a TenantPlan"),
+        ({"plan": "free\n"}, "must be the name of a TenantPlan"),
+        ({"plan": "free", "owners": [{"kind": "ServiceAccount", "name": "ci"}]}, model.OWNER_NAMESPACE_REQUIRED),
+        ({"plan": "free", "owners": [{"kind": "User", "name": "bob", "namespace": "ci"}]}, model.OWNER_NAMESPACE_FORBIDDEN),
+        ({"plan": "free", "owners": [{"kind": "ServiceAccount", "name": "ci", "namespace": "CI"}]}, "must be a namespace name"),
+    ],
+    ids=["plan-pattern", "plan-trailing-newline", "service-account-without-namespace", "user-with-namespace",
+         "bad-namespace"],
+)
+def test_tenant_spec_errors_say_what_is_allowed(spec, message):
+    # The same words as the CRD's CEL rules: the operator and the API server agree.
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        TenantSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize(
     "spec",
     [
         {"tiers": []},
@@ -318,6 +370,7 @@ def test_invalid_tenant_specs_are_rejected(spec):
         {"workloads": {"isolated": {"replicas": -1}}},
         {"workloads": {"isolated": {"port": 0}}},
         {"workloads": {"isolated": {"template": "../etc"}}},
+        {"workloads": {"isolated": {"template": "Web"}}},
         {"workloads": {"dedicated": {}}},
     ],
 )

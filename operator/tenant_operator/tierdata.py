@@ -1,0 +1,311 @@
+"""Moving a tenant's data between tiers: target, copy, verify, quarantine. psycopg + pg_dump.
+
+The copy keeps the schema name, so the role's search_path works in both places.
+The schema's DDL comes from pg_dump/pg_restore (pre-data before the rows,
+post-data - indexes, keys, foreign keys - after them, the fast order); the rows
+are streamed table by table with COPY in binary, which reports progress and
+needs no file of the data.
+
+Nothing here drops what it did not create: targets carry a marker comment set
+in the same transaction that creates them, and only marked targets (or ones
+without a single table) are ever replaced or dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psycopg
+from psycopg import sql as q
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tenant_operator.postgres import DataPlacement, DatabaseUnavailable, ensure_tenant_data
+
+MARKER = "tenant-operator: migration target"
+QUARANTINE_SEPARATOR = "$"  # never part of a tenant's identifier, so no tenant can collide
+
+
+class TargetNotEmpty(Exception):
+    """The target already holds data the operator did not put there: refuse to touch it."""
+
+
+class ToolFailed(Exception):
+    """pg_dump or pg_restore failed; the message carries its stderr (never a password)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TableCheck:
+    name: str
+    rows: int
+    checksum: str
+
+
+def _dsn(admin_dsn: str, database: str) -> str:
+    return make_conninfo(admin_dsn, dbname=database)
+
+
+@contextmanager
+def _connect(dsn: str) -> Iterator[psycopg.Connection]:
+    try:
+        conn = psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError:
+        params = conninfo_to_dict(dsn)
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {params.get('host')}:{params.get('port')}/{params.get('dbname')}"
+        ) from None
+    with conn:
+        yield conn
+
+
+def _marker(tenant: str) -> str:
+    return f"{MARKER} of {tenant}"
+
+
+def _database_exists(admin: psycopg.Connection, name: str) -> tuple[bool, str | None]:
+    row = admin.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name]).fetchone()
+    return (row is not None, row[0] if row else None)
+
+
+def _schema_state(conn: psycopg.Connection, schema: str) -> tuple[bool, str | None, int]:
+    row = conn.execute(
+        "SELECT n.oid, obj_description(n.oid, 'pg_namespace'),"
+        " (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p'))"
+        " FROM pg_namespace n WHERE n.nspname = %s", [schema]).fetchone()
+    return (False, None, 0) if row is None else (True, row[1], row[2])
+
+
+def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement) -> list[str]:
+    """Make sure the target can be written: create the isolated database, or check the shared schema."""
+    actions = []
+    if target.tier == "isolated":
+        with _connect(admin_dsn) as admin:
+            exists, comment = _database_exists(admin, target.database)
+        if exists and comment != _marker(tenant):
+            with _connect(_dsn(admin_dsn, target.database)) as conn:
+                if _schema_state(conn, target.schema)[2]:
+                    raise TargetNotEmpty(f"database {target.database} already holds tables of its own")
+        ensure_tenant_data(admin_dsn, target, None)
+        if comment != _marker(tenant):
+            with _connect(admin_dsn) as admin:
+                admin.execute(q.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    q.Identifier(target.database), q.Literal(_marker(tenant))))
+            actions.append(f"created database {target.database}")
+    else:
+        with _connect(_dsn(admin_dsn, target.database)) as conn:
+            exists, comment, tables = _schema_state(conn, target.schema)
+        if exists and tables and comment != _marker(tenant):
+            raise TargetNotEmpty(f"schema {target.schema} in database {target.database} already holds tables")
+    return actions
+
+
+def _tool(name: str, bin_dir: Path | None) -> str:
+    if bin_dir and (bin_dir / name).exists():
+        return str(bin_dir / name)
+    found = shutil.which(name)
+    if not found:
+        raise ToolFailed(f"{name} not found: install the PostgreSQL client (postgresql-client)")
+    return found
+
+
+def _run_tool(argv: list[str], dsn: str) -> str:
+    """Run pg_dump/pg_restore with the connection in the environment, never on the command line."""
+    params = conninfo_to_dict(dsn)
+    env = {**os.environ, "PGHOST": str(params.get("host", "")), "PGPORT": str(params.get("port", "5432")),
+           "PGUSER": str(params.get("user", "")), "PGPASSWORD": str(params.get("password", "")),
+           "PGDATABASE": str(params.get("dbname", "")), "PGCONNECT_TIMEOUT": "10"}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ToolFailed(f"{Path(argv[0]).name} failed: {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+def _tables(conn: psycopg.Connection, schema: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY c.relname", [schema]).fetchall()
+    return [row[0] for row in rows]
+
+
+def _sequences(conn: psycopg.Connection, schema: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relkind = 'S' ORDER BY c.relname", [schema]).fetchall()
+    return [row[0] for row in rows]
+
+
+def _recreate_target_schema(conn: psycopg.Connection, tenant: str, target: DataPlacement) -> None:
+    exists, comment, tables = _schema_state(conn, target.schema)
+    if exists and tables and comment != _marker(tenant):
+        raise TargetNotEmpty(f"schema {target.schema} in database {target.database} already holds tables")
+    with conn.transaction():
+        if exists:
+            conn.execute(q.SQL("DROP SCHEMA {} CASCADE").format(q.Identifier(target.schema)))
+        conn.execute(q.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+            q.Identifier(target.schema), q.Identifier(target.role)))
+        conn.execute(q.SQL("COMMENT ON SCHEMA {} IS {}").format(
+            q.Identifier(target.schema), q.Literal(_marker(tenant))))
+
+
+def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: DataPlacement,
+                progress: Callable[[str, int], None], bin_dir: Path | None = None,
+                between_tables: Callable[[], None] = lambda: None) -> dict[str, int]:
+    """Copy the tenant's schema from source to target; returns rows copied per table."""
+    source_dsn, target_dsn = _dsn(admin_dsn, source.database), _dsn(admin_dsn, target.database)
+    with tempfile.TemporaryDirectory(prefix="tenant-copy-") as workdir:
+        dump = Path(workdir) / "schema.dump"
+        _run_tool([_tool("pg_dump", bin_dir), "--format=custom", "--schema-only", f"--schema={source.schema}",
+                   f"--file={dump}"], source_dsn)
+        # The target schema is created by us, with its marker, so pg_restore must not create it.
+        listing = _run_tool([_tool("pg_restore", bin_dir), "--list", str(dump)], target_dsn)
+        schema_entry = re.compile(rf"^\d+; \d+ \d+ SCHEMA - {re.escape(source.schema)} ")
+        keep = Path(workdir) / "list"
+        keep.write_text("\n".join(line for line in listing.splitlines() if not schema_entry.match(line)))
+        restore = [_tool("pg_restore", bin_dir), f"--use-list={keep}", "--exit-on-error", "--single-transaction",
+                   f"--dbname={target.database}"]
+        with _connect(source_dsn) as src, _connect(target_dsn) as dst:
+            _recreate_target_schema(dst, tenant, target)
+            _run_tool([*restore, "--section=pre-data", str(dump)], target_dsn)
+            copied = {}
+            for table in _tables(src, source.schema):
+                copied[table] = _copy_table(src, dst, source.schema, table)
+                progress(table, copied[table])
+                between_tables()
+            _run_tool([*restore, "--section=post-data", str(dump)], target_dsn)
+            for sequence in _sequences(src, source.schema):
+                last_value, is_called = src.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
+                    q.Identifier(source.schema), q.Identifier(sequence))).fetchone()
+                dst.execute("SELECT setval(format('%%I.%%I', %s::text, %s::text)::regclass, %s, %s)",
+                            [target.schema, sequence, last_value, is_called])
+    return copied
+
+
+def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, schema: str, table: str) -> int:
+    name = q.SQL("{}.{}").format(q.Identifier(schema), q.Identifier(table))
+    with dst.transaction():
+        with src.cursor().copy(q.SQL("COPY {} TO STDOUT (FORMAT BINARY)").format(name)) as reader, \
+                dst.cursor() as cursor:
+            with cursor.copy(q.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(name)) as writer:
+                for block in reader:
+                    writer.write(block)
+            return cursor.rowcount
+
+
+def checksums(dsn: str, schema: str) -> dict[str, TableCheck]:
+    """Rows and an order-independent checksum of each table's contents, plus sequence positions."""
+    found = {}
+    with _connect(dsn) as conn:
+        for table in _tables(conn, schema):
+            rows, total = conn.execute(q.SQL(
+                "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text"
+                " FROM {}.{} AS t").format(q.Identifier(schema), q.Identifier(table))).fetchone()
+            found[table] = TableCheck(table, rows, total)
+        for sequence in _sequences(conn, schema):
+            last_value, is_called = conn.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
+                q.Identifier(schema), q.Identifier(sequence))).fetchone()
+            found[f"sequence {sequence}"] = TableCheck(sequence, 0, f"{last_value}:{is_called}")
+    return found
+
+
+def verify(admin_dsn: str, source: DataPlacement, target: DataPlacement) -> tuple[dict[str, TableCheck], list[str]]:
+    """Source checks, and a line per difference with the target (empty when equal)."""
+    expected = checksums(_dsn(admin_dsn, source.database), source.schema)
+    actual = checksums(_dsn(admin_dsn, target.database), target.schema)
+    problems = []
+    for name in sorted(expected.keys() | actual.keys()):
+        want, got = expected.get(name), actual.get(name)
+        if want is None or got is None:
+            problems.append(f"{name}: {'missing in target' if got is None else 'not in source'}")
+        elif (want.rows, want.checksum) != (got.rows, got.checksum):
+            problems.append(f"{name}: source {want.rows} rows/{want.checksum}, target {got.rows} rows/{got.checksum}")
+    return expected, problems
+
+
+def quarantine_name(placement: DataPlacement, at: float | None = None) -> str:
+    base = placement.database if placement.tier == "isolated" else placement.schema
+    return f"{base}{QUARANTINE_SEPARATOR}{int(at or time.time())}"
+
+
+def quarantine(admin_dsn: str, source: DataPlacement, name: str) -> bool:
+    """Rename the source out of the way and lock it; False when it was already done."""
+    if source.tier == "isolated":
+        with _connect(admin_dsn) as admin:
+            if not _database_exists(admin, source.database)[0]:
+                return False
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                          [source.database])
+            admin.execute(q.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                q.Identifier(source.database), q.Identifier(name)))
+            admin.execute(q.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(q.Identifier(name)))
+        return True
+    with _connect(_dsn(admin_dsn, source.database)) as conn:
+        if not _schema_state(conn, source.schema)[0]:
+            return False
+        with conn.transaction():
+            conn.execute(q.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                q.Identifier(source.schema), q.Identifier(name)))
+            # Without USAGE on the schema the tenant's role cannot reach the tables it still owns.
+            conn.execute(q.SQL("ALTER SCHEMA {} OWNER TO CURRENT_USER").format(q.Identifier(name)))
+    return True
+
+
+def drop_target(admin_dsn: str, tenant: str, target: DataPlacement) -> bool:
+    """Roll back: remove a target this operator created (marked), never anything else."""
+    if target.tier == "isolated":
+        with _connect(admin_dsn) as admin:
+            exists, comment = _database_exists(admin, target.database)
+            if not exists or comment != _marker(tenant):
+                return False
+            admin.execute(q.SQL("DROP DATABASE {} WITH (FORCE)").format(q.Identifier(target.database)))
+        return True
+    with _connect(_dsn(admin_dsn, target.database)) as conn:
+        exists, comment, _ = _schema_state(conn, target.schema)
+        if not exists or comment != _marker(tenant):
+            return False
+        conn.execute(q.SQL("DROP SCHEMA {} CASCADE").format(q.Identifier(target.schema)))
+    return True
+
+
+def unmark(admin_dsn: str, target: DataPlacement) -> None:
+    """The target became the tenant's home: it is no longer a disposable migration target."""
+    with _connect(_dsn(admin_dsn, target.database)) as conn:
+        conn.execute(q.SQL("COMMENT ON SCHEMA {} IS NULL").format(q.Identifier(target.schema)))
+    if target.tier == "isolated":
+        with _connect(admin_dsn) as admin:
+            admin.execute(q.SQL("COMMENT ON DATABASE {} IS NULL").format(q.Identifier(target.database)))
+
+
+def expired_quarantines(admin_dsn: str, shared_database: str, sql_name: str, retention: float,
+                        now: float | None = None) -> list[tuple[str, str]]:
+    """(kind, name) of this tenant's quarantined copies older than the retention period."""
+    now = now or time.time()
+    pattern = f"{sql_name}{QUARANTINE_SEPARATOR}%"
+    with _connect(_dsn(admin_dsn, shared_database)) as conn:
+        schemas = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                                              [pattern]).fetchall()]
+        databases = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                                [pattern]).fetchall()]
+    prefix = f"{sql_name}{QUARANTINE_SEPARATOR}"
+    found = [("schema", name) for name in schemas] + [("database", name) for name in databases]
+    # LIKE treats "_" as a wildcard: keep only exact prefixes followed by a timestamp.
+    return [(kind, name) for kind, name in found
+            if name.startswith(prefix) and name[len(prefix):].isdigit()
+            and int(name[len(prefix):]) + retention <= now]
+
+
+def drop_quarantine(admin_dsn: str, shared_database: str, kind: str, name: str) -> None:
+    if kind == "database":
+        with _connect(admin_dsn) as admin:
+            admin.execute(q.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(q.Identifier(name)))
+    else:
+        with _connect(_dsn(admin_dsn, shared_database)) as conn:
+            conn.execute(q.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(q.Identifier(name)))
