@@ -11,19 +11,34 @@ from tenant_operator.settings import ENV_PREFIX
 
 
 def _run(args: argparse.Namespace) -> int:
+    import faulthandler
+    import signal
+
     import kopf
 
+    # `kill -USR1 <pid>` prints every thread's stack: how to see where a stuck reconcile waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
     for name in ("database_url", "shared_database", "shared_namespace", "template_dir", "resync_seconds",
-                 "workers", "metrics_port"):
+                 "workers", "metrics_port", "snapshot_dir", "pg_bin_dir", "leader_election_namespace",
+                 "leader_election_name", "lease_duration_seconds", "lease_renew_seconds"):
         value = getattr(args, name, None)
         if value is not None:
             os.environ[ENV_PREFIX + name.upper()] = str(value)
+    if args.leader_election:
+        os.environ[ENV_PREFIX + "LEADER_ELECTION"] = "true"
+    from tenant_operator.settings import from_environment
+
+    leader_election = from_environment().leader_election  # the flag or TENANT_OPERATOR_LEADER_ELECTION
+    if leader_election and args.peering:
+        raise SystemExit("--peering and --leader-election exclude each other: the Lease replaces kopf's peering")
     import tenant_operator.handlers  # noqa: F401 - registers the handlers with kopf
 
     kopf.configure(verbose=args.verbose)
     kopf.run(
         clusterwide=True,
-        standalone=args.standalone,
+        # With the Lease deciding who reconciles, kopf's own peering must stay out of the way.
+        standalone=args.standalone or leader_election,
         peering_name=args.peering,
         liveness_endpoint=args.liveness,
         priority=args.priority,
@@ -57,9 +72,25 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--resync-seconds", type=float)
     run.add_argument("--workers", type=int)
     run.add_argument("--metrics-port", type=int)
+    run.add_argument("--snapshot-dir",
+                     help="where reclaimPolicy Snapshot writes pg_dump files; mount a PersistentVolumeClaim here in "
+                          "production (default: a directory under the system temp dir, for development)")
+    run.add_argument("--pg-bin-dir", help="directory of pg_dump and pg_restore (default: found on PATH)")
     run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
-    run.add_argument("--standalone", action="store_true", help="no peering: only for a single replica")
-    run.add_argument("--peering", default=None, help="name of the kopf ClusterKopfPeering object")
+    run.add_argument("--standalone", action="store_true",
+                     help="no kopf peering: for a single replica, or together with --leader-election")
+    run.add_argument("--leader-election", action="store_true",
+                     help="run several replicas: the one holding a coordination.k8s.io Lease reconciles, the others "
+                          "keep warm caches and take over within about a lease duration. Implies --standalone: "
+                          "kopf's peering is not used (it freezes replicas of equal priority). Renewing the Lease "
+                          "is a write every few seconds, so a single replica is best run without it")
+    run.add_argument("--leader-election-namespace",
+                     help="namespace of the Lease (default: the pod's namespace, else default)")
+    run.add_argument("--leader-election-name", help="name of the Lease (default: tenant-operator)")
+    run.add_argument("--lease-duration-seconds", type=float, help="default 15")
+    run.add_argument("--lease-renew-seconds", type=float, help="default 5")
+    run.add_argument("--peering", default=None,
+                     help="name of the kopf ClusterKopfPeering object (not with --leader-election)")
     run.add_argument("--priority", type=int, default=0)
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=_run)
