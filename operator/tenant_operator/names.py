@@ -23,6 +23,10 @@ TENANT_NAME_MAX_LENGTH = 40
 TENANT_NAME_PATTERN = r"^[a-z]([a-z0-9-]*[a-z0-9])?$"
 
 DB_SECRET_NAME = "tenant-db"
+OWNER_CLUSTER_ROLE = "tenancy-tenant-owner"
+"""Owners' rights in their namespace: rbac/tenant-owner-clusterrole.yaml, installed with the operator."""
+ROTATE_PASSWORD_ANNOTATION = f"{GROUP}/rotate-password"
+"""Set (or change) it on a Tenant to get a new database password: role and Secret change together."""
 
 
 def tenant_namespace(tenant_name: str) -> str:

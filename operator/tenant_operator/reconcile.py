@@ -171,15 +171,21 @@ def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str) -> Condi
     try:
         secret = ctx.kube.read(secret_ref)
         password = _secret_password(secret)
+        rotation = _annotation(body, names.ROTATE_PASSWORD_ANNOTATION)
+        rotating = bool(secret and rotation and rotation != _annotation(secret, names.ROTATE_PASSWORD_ANNOTATION))
+        if rotating:
+            password = None  # a new password, set on the role and written to the Secret together
         result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended)
         if result.changed:
             events.post(ctx.kube, body, "DatabaseProvisioned",
                         f"{placement.tier} tier: {'; '.join(result.actions)} ({placement.database}/{placement.schema})")
         host, port = ctx.settings.tenant_endpoint()
         desired = render.database_secret(tenant, host, port, placement.database, placement.schema,
-                                         password or result.password)
+                                         password or result.password, rotation)
         if needs_apply(desired, secret):
             ctx.kube.apply(desired)
+        if rotating:
+            events.post(ctx.kube, body, "PasswordRotated", f"new password for role {placement.role}")
         _ensure_route(ctx, tenant, tier, placement)
     except postgres.DatabaseUnavailable as error:
         return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error))
@@ -218,6 +224,10 @@ def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str 
             ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, password, login=login).actions, None)
     metrics.count_write("postgres", len(ensured.actions))
     return ensured
+
+
+def _annotation(body: dict | None, key: str) -> str | None:
+    return (((body or {}).get("metadata") or {}).get("annotations") or {}).get(key)
 
 
 def _secret_password(secret: dict | None) -> str | None:

@@ -117,7 +117,7 @@ def owners_role_binding(tenant) -> dict | None:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": _meta(tenant, OWNERS_BINDING_NAME),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": names.OWNER_CLUSTER_ROLE},
         "subjects": subjects,
     }
 
@@ -126,7 +126,8 @@ def database_url(host: str, port: int, database: str, user: str, password: str) 
     return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(database, safe='')}"
 
 
-def database_secret(tenant, host: str, port: int, database: str, schema: str, password: str) -> dict:
+def database_secret(tenant, host: str, port: int, database: str, schema: str, password: str,
+                    rotation: str | None = None) -> dict:
     user = names.role_name(tenant.name)
     fields = {
         "host": host,
@@ -137,10 +138,14 @@ def database_secret(tenant, host: str, port: int, database: str, schema: str, pa
         "schema": schema,
         "DATABASE_URL": database_url(host, port, database, user, password),
     }
+    meta = _meta(tenant, names.DB_SECRET_NAME)
+    if rotation:
+        # Which rotation request this password answers; a new request value means a new password.
+        meta["annotations"] = {names.ROTATE_PASSWORD_ANNOTATION: rotation}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _meta(tenant, names.DB_SECRET_NAME),
+        "metadata": meta,
         "type": "Opaque",
         "data": {key: base64.b64encode(text.encode()).decode() for key, text in fields.items()},
     }

@@ -122,9 +122,13 @@ def plans(kube, cluster) -> dict[str, dict]:
 def tenants(kube, cluster, operator, plans):
     helper = Tenants(kube, cluster)
     yield helper
-    for name in helper.created:
-        if helper.get(name):
-            helper.delete(name)
+    # Wait until they are gone: a test that measures the operator's quiet must not see
+    # the tail of another test's deletions.
+    leftover = [name for name in helper.created if helper.get(name)]
+    for name in leftover:
+        helper.delete(name)
+    for name in leftover:
+        helper.wait_gone(name, timeout=120)
 
 
 def namespaced(kube: Kube, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:

@@ -61,7 +61,7 @@ def test_shared_tenant_gets_namespace_quota_access_schema_and_route(tenants, kub
     assert policy["podSelector"] == {}
 
     binding = namespaced(kube, "rbac.authorization.k8s.io/v1", "RoleBinding", "tenant-owners", ns)
-    assert binding["roleRef"]["name"] == "admin"
+    assert binding["roleRef"]["name"] == "tenancy-tenant-owner"
     assert binding["subjects"] == [{"kind": "User", "name": "alice@example.com",
                                     "apiGroup": "rbac.authorization.k8s.io"}]
 

@@ -21,6 +21,7 @@ from tenant_operator.dev.postgres import start_postgres, stop_postgres
 from tenant_operator.settings import ENV_PREFIX
 
 CRDS_DIR = REPO_ROOT / "crds"
+OWNER_ROLE = REPO_ROOT / "rbac" / "tenant-owner-clusterrole.yaml"
 
 
 def run_kubectl(cluster: LocalCluster, *args: str, check: bool = True, input: str | None = None) -> str:
@@ -33,6 +34,7 @@ def run_kubectl(cluster: LocalCluster, *args: str, check: bool = True, input: st
 def install_crds(cluster: LocalCluster) -> None:
     run_kubectl(cluster, "apply", "--server-side", "--field-manager=tenant-operator-install", "-f", str(CRDS_DIR))
     run_kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS_DIR))
+    run_kubectl(cluster, "apply", "--server-side", "--field-manager=tenant-operator-install", "-f", str(OWNER_ROLE))
 
 
 class OperatorProcess:
