@@ -52,6 +52,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("apps/v1", "Deployment", "deployments", True),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
         Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
+        Kind("coordination.k8s.io/v1", "Lease", "leases", True),
         Kind(API_VERSION, "Tenant", "tenants", False),
         Kind(API_VERSION, "TenantPlan", "tenantplans", False),
     )
@@ -108,6 +109,7 @@ class Kube:
         url = self.api_client.configuration.host + path + (f"?{urlencode(list(query))}" if query else "")
         headers = {"Accept": "application/json, */*", "Content-Type": content_type}
         self.api_client.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        metrics.API_REQUESTS.labels(method).inc()
         response = self.api_client.call_api(method, url, header_params=headers, body=body,
                                             _request_timeout=timeout)
         response.read()

@@ -12,12 +12,17 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 RECONCILES = Counter("tenant_operator_reconciles_total", "Reconciles of tenants, by result", ["result"])
 RECONCILE_SECONDS = Histogram("tenant_operator_reconcile_duration_seconds", "Duration of one tenant reconcile",
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+API_REQUESTS = Counter("tenant_operator_api_requests_total",
+                       "Requests the reconciles sent to the Kubernetes API (watches are kopf's), by verb", ["verb"])
 WRITES = Counter("tenant_operator_writes_total", "Writes made, by target (kubernetes, postgres)", ["target"])
 MIGRATIONS = Counter("tenant_operator_migrations_total", "Tier migrations, by outcome", ["outcome"])
 MIGRATION_SECONDS = Histogram("tenant_operator_migration_duration_seconds", "Duration of a tier migration",
                               buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
 MIGRATION_FREEZE = Histogram("tenant_operator_migration_freeze_seconds", "Writes frozen during a tier migration",
                              buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600))
+MIGRATION_COPY_SECONDS = Histogram("tenant_operator_migration_copy_seconds",
+                                   "Duration of the copy step (schema and rows) of a tier migration",
+                                   buckets=(0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800))
 TENANTS = Gauge("tenant_operator_tenants", "Tenants by phase, tier and plan", ["phase", "tier", "plan"])
 
 _tenant_labels: dict[str, tuple[str, str, str]] = {}

@@ -166,6 +166,7 @@ def _copy(ctx, body, tenant, plan, record, source, target) -> None:
     copied = tierdata.copy_schema(ctx.settings.admin_dsn(), tenant.name, source, target, progress,
                                   between_tables=lambda: _fault(ctx, "copy"))
     seconds = time.monotonic() - started
+    metrics.MIGRATION_COPY_SECONDS.observe(seconds)
     if ctx.settings.fault == "corrupt:copy":
         _corrupt_one_row(ctx, target, next(iter(copied), None))
     log.info("tenant %s: copied %d rows in %d tables in %.2fs", tenant.name, sum(copied.values()), len(copied),
