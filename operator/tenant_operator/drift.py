@@ -15,31 +15,38 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 
-def _same_scalar(desired: Any, actual: Any) -> bool:
+# Maps whose values are quantities, which the API server canonicalises ("1000m" comes back
+# as "1", "1024Mi" as "1Gi"): ResourceQuota hard, LimitRange limits, container resources.
+QUANTITY_MAPS = {"hard", "requests", "limits", "default", "defaultRequest", "max", "min", "maxLimitRequestRatio"}
+
+
+def _same_scalar(desired: Any, actual: Any, quantity: bool = False) -> bool:
     if desired == actual:
         return True
-    # The API server canonicalises quantities ("1000m" comes back as "1", "1024Mi" as "1Gi").
-    if isinstance(desired, (str, int)) and isinstance(actual, (str, int)):
+    if quantity and isinstance(desired, (str, int)) and isinstance(actual, (str, int)):
         try:
             return parse_quantity(desired) == parse_quantity(actual)
         except (ValueError, InvalidOperation, TypeError):
             return False
-    if isinstance(desired, (int, float, Decimal)) and isinstance(actual, (int, float, Decimal)):
+    numbers = (int, float, Decimal)
+    if isinstance(desired, numbers) and isinstance(actual, numbers) and not isinstance(desired, bool) \
+            and not isinstance(actual, bool):
         return Decimal(str(desired)) == Decimal(str(actual))
     return False
 
 
-def contains(actual: Any, desired: Any) -> bool:
+def contains(actual: Any, desired: Any, quantity: bool = False) -> bool:
     """Whether `actual` holds everything in `desired` (maps by key, lists item by item)."""
     if isinstance(desired, dict):
         if not isinstance(actual, dict):
             return False
-        return all(key in actual and contains(actual[key], value) for key, value in desired.items())
+        return all(key in actual and contains(actual[key], value, quantity=quantity or key in QUANTITY_MAPS)
+                   for key, value in desired.items())
     if isinstance(desired, list):
         if not isinstance(actual, list) or len(actual) != len(desired):
             return False
         return all(contains(a, d) for a, d in zip(actual, desired))
-    return _same_scalar(desired, actual)
+    return _same_scalar(desired, actual, quantity)
 
 
 def needs_apply(desired: dict, actual: dict | None) -> bool:

@@ -198,7 +198,7 @@ def _switch(ctx, body, tenant, plan, record, source, target) -> None:
 
     tierdata.unmark(ctx.settings.admin_dsn(), target)
     _fault(ctx, "switch")
-    parts, outcome = converge(ctx, body, tenant, plan, target.tier)
+    parts, outcome = converge(ctx, body, tenant, plan, target.tier, prune=True)
     if parts is None or outcome.failed:
         broken = [p for p in parts or [] if p.ok is False]
         raise postgres.DatabaseUnavailable(broken[0].message if broken else "the target is not ready")
@@ -254,7 +254,8 @@ def _roll_back(ctx, body, tenant, plan, record, source, target, reason: str, mes
     metrics.MIGRATIONS.labels("rolled_back" if reason != "MigrationCancelled" else "cancelled").inc()
     events.post(ctx.kube, body, reason, f"migration to {record['to']} rolled back: {message}",
                 warning=reason != "MigrationCancelled")
-    parts, outcome = converge(ctx, body, tenant, plan, record["from"])  # unfreezes: login, route, workloads
+    # Unfreezes: login, route and workloads as the source tier wants them; the target's workloads go.
+    parts, outcome = converge(ctx, body, tenant, plan, record["from"], prune=True)
     parts = parts or []
     failed = Condition(cond.MIGRATING, False, reason,
                        f"migration to {record['to']} rolled back: {message}; the tenant stays on {record['from']}. "

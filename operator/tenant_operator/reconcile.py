@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import logging
 from typing import Callable
 
@@ -72,9 +73,20 @@ def reconcile(ctx: Context, body: dict) -> Outcome:
     return outcome
 
 
-def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: str,
+def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None,
              ) -> tuple[list[Condition] | None, Outcome]:
-    """Bring every part of the tenant to its desired state on `tier`; the parts' conditions."""
+    """Bring every part of the tenant to its desired state on `tier`; the parts' conditions.
+
+    A tenant never reconciled before is applied without reading first (nothing to
+    compare with, and a read per object is half the cost of provisioning). Objects
+    that are no longer wanted are looked for only when the spec changed since the
+    last reconcile, or when the caller (a migration) says so.
+    """
+    status = body.get("status") or {}
+    fresh = "observedGeneration" not in status
+    if prune is None:
+        prune = not fresh and status.get("observedGeneration") != body["metadata"].get("generation")
+    apply = functools.partial(_apply_all, ctx.kube, compare=not fresh)
     try:
         objects = render.tenant_objects(tenant, plan, ctx.settings, tier)
     except render.TemplateError as error:
@@ -85,15 +97,15 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
     parts = [
         _step(cond.NAMESPACE_READY, "NamespaceReady",
               f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
-              lambda: _apply_all(ctx.kube, objects["namespace"], _prunable_access(tenant))),
+              lambda: apply(objects["namespace"], _prunable_access(tenant) if prune else [])),
         _step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
-              lambda: _apply_all(ctx.kube, objects["quota"], _prunable_quota(objects["quota"], tenant))),
+              lambda: apply(objects["quota"], _prunable_quota(objects["quota"], tenant) if prune else [])),
     ]
     database = _database_step(ctx, body, tenant, tier) if parts[0].ok else Condition(
         cond.DATABASE_READY, False, "WaitingForNamespace", "the namespace must exist before the Secret")
     parts.append(database)
     if database.ok:
-        workloads = _workloads_step(ctx, tenant, tier, objects["workloads"])
+        workloads = _workloads_step(ctx, tenant, tier, objects["workloads"], apply, prune)
     else:
         workloads = Condition(cond.WORKLOADS_READY, False, "WaitingForDatabase", "the database is not ready")
     parts.append(workloads)
@@ -136,10 +148,9 @@ def _api_error_message(error: ApiException) -> str:
         return f"{error.status} {error.reason}"
 
 
-def _apply_all(kube: Kube, desired: list[dict], prunable: list[ObjectRef] = ()) -> None:
+def _apply_all(kube: Kube, desired: list[dict], prunable: list[ObjectRef] = (), compare: bool = True) -> None:
     for manifest in desired:
-        actual = kube.read(ObjectRef.of(manifest))
-        if needs_apply(manifest, actual):
+        if not compare or needs_apply(manifest, kube.read(ObjectRef.of(manifest))):
             kube.apply(manifest)
     for ref in prunable:
         actual = kube.read(ref)
@@ -245,11 +256,13 @@ def _ensure_route(ctx: Context, tenant: Tenant, tier: str, placement: postgres.D
         ctx.kube.merge_patch(ref, {"data": {tenant.name: wanted}})
 
 
-def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]) -> Condition:
+def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict], apply: Callable,
+                    prune: bool) -> Condition:
     try:
-        _apply_all(ctx.kube, desired)
+        apply(desired)
         if tier == "shared":
-            _prune_isolated_workloads(ctx.kube, tenant)
+            if prune:
+                _prune_isolated_workloads(ctx.kube, tenant)
             deployments = [ObjectRef(KINDS[("apps/v1", "Deployment")], "shared-web", ctx.settings.shared_namespace)]
         else:
             deployments = [ObjectRef.of(m) for m in desired if m["kind"] == "Deployment"]

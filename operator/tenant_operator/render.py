@@ -123,6 +123,8 @@ def owners_role_binding(tenant) -> dict | None:
 
 
 def database_url(host: str, port: int, database: str, user: str, password: str) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address: without brackets its colons read as the port
     return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(database, safe='')}"
 
 
@@ -180,7 +182,8 @@ def render_template(settings: Settings, template: str, variables: dict) -> list[
     except (jinja2.TemplateError, yaml.YAMLError) as error:
         raise TemplateError(f"template {template!r} does not render: {error}") from None
     for doc in documents:
-        if not isinstance(doc, dict) or not {"apiVersion", "kind", "metadata"} <= doc.keys():
+        if not isinstance(doc, dict) or not {"apiVersion", "kind", "metadata"} <= doc.keys() \
+                or not isinstance(doc["metadata"], dict):
             raise TemplateError(f"template {template!r} rendered something that is not a Kubernetes object")
     return documents
 

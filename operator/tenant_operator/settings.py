@@ -93,7 +93,10 @@ _CONVERTERS = {"int": int, "int | None": int, "float": float, "Path | None": Pat
 
 
 def _convert(name: str, raw: str):
-    return _CONVERTERS.get(_FIELDS[name].type, str)(raw)
+    try:
+        return _CONVERTERS.get(_FIELDS[name].type, str)(raw)
+    except (ValueError, SystemExit) as error:
+        raise SystemExit(f"{ENV_PREFIX}{name.upper()}={raw!r} is not valid: {error}") from None
 
 
 def from_environment(environ: dict[str, str] | None = None, **overrides) -> Settings:

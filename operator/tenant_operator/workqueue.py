@@ -49,7 +49,7 @@ class WorkQueue:
         """Requeue after a failure with exponential backoff; returns the delay chosen."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = min(self._backoff_base * (2 ** failures), self._backoff_max)
+        delay = min(self._backoff_base * (2 ** min(failures, 32)), self._backoff_max)
         self.add_after(key, delay)
         return delay
 
