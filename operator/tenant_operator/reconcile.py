@@ -11,6 +11,8 @@ import base64
 import dataclasses
 import functools
 import logging
+import threading
+import time
 from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
@@ -28,12 +30,35 @@ log = logging.getLogger(__name__)
 WAIT_FOR_WORKLOADS = 2.0
 
 
+class Recent:
+    """A value read from the API server and shared by every reconcile for a few seconds.
+
+    Every shared tenant's WorkloadsReady depends on the one shared Deployment: a
+    thousand reconciles in a resync need not read it a thousand times.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._value: tuple[float, object] | None = None
+
+    def get(self, load: Callable[[], object]) -> object:
+        with self._lock:
+            if self._value and time.monotonic() - self._value[0] < self.seconds:
+                return self._value[1]
+        value = load()
+        with self._lock:
+            self._value = (time.monotonic(), value)
+        return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Context:
     kube: Kube
     settings: Settings
     plan_body: Callable[[str], dict | None]
     """Looks a TenantPlan up in the operator's cache (no request per reconcile)."""
+    shared_workload: Recent = dataclasses.field(default_factory=lambda: Recent(5.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +126,7 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
         _step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
               lambda: apply(objects["quota"], _prunable_quota(objects["quota"], tenant) if prune else [])),
     ]
-    database = _database_step(ctx, body, tenant, tier) if parts[0].ok else Condition(
+    database = _database_step(ctx, body, tenant, tier, fresh) if parts[0].ok else Condition(
         cond.DATABASE_READY, False, "WaitingForNamespace", "the namespace must exist before the Secret")
     parts.append(database)
     if database.ok:
@@ -176,18 +201,20 @@ def _prunable_quota(desired: list[dict], tenant: Tenant) -> list[ObjectRef]:
     return [ObjectRef(KINDS[("v1", "LimitRange")], render.LIMITS_NAME, names.tenant_namespace(tenant.name))]
 
 
-def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str) -> Condition:
+def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str, fresh: bool = False) -> Condition:
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME, names.tenant_namespace(tenant.name))
     try:
-        secret = ctx.kube.read(secret_ref)
+        # A tenant never reconciled has no Secret of ours yet; if one was left behind, the
+        # role gets the new password and the Secret is overwritten with it, consistently.
+        secret = None if fresh else ctx.kube.read(secret_ref)
         password = _secret_password(secret)
         rotation = _annotation(body, names.ROTATE_PASSWORD_ANNOTATION)
         rotating = bool(secret and rotation and rotation != _annotation(secret, names.ROTATE_PASSWORD_ANNOTATION))
         if rotating:
             password = None  # a new password, set on the role and written to the Secret together
         result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended)
-        if result.changed:
+        if result.changed and not fresh:  # a new tenant's Ready event tells the same
             events.post(ctx.kube, body, "DatabaseProvisioned",
                         f"{placement.tier} tier: {'; '.join(result.actions)} ({placement.database}/{placement.schema})")
         host, port = ctx.settings.tenant_endpoint()
@@ -197,7 +224,7 @@ def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str) -> Condi
             ctx.kube.apply(desired)
         if rotating:
             events.post(ctx.kube, body, "PasswordRotated", f"new password for role {placement.role}")
-        _ensure_route(ctx, tenant, tier, placement)
+        _ensure_route(ctx, tenant, tier, placement, known_absent=fresh)
     except postgres.DatabaseUnavailable as error:
         return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error))
     except ApiException as error:
@@ -246,10 +273,11 @@ def _secret_password(secret: dict | None) -> str | None:
     return base64.b64decode(encoded).decode() if encoded else None
 
 
-def _ensure_route(ctx: Context, tenant: Tenant, tier: str, placement: postgres.DataPlacement) -> None:
+def _ensure_route(ctx: Context, tenant: Tenant, tier: str, placement: postgres.DataPlacement,
+                  known_absent: bool = False) -> None:
     """Register a shared tenant with the shared workload; an isolated one is not routed there."""
     ref = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, ctx.settings.shared_namespace)
-    routes = (ctx.kube.read(ref) or {}).get("data") or {}
+    routes = {} if known_absent else (ctx.kube.read(ref) or {}).get("data") or {}
     state = "suspended" if tenant.spec.suspended else "active"
     wanted = render.route_entry(tenant, placement.database, state) if tier == "shared" else None
     if routes.get(tenant.name) != wanted:
@@ -266,7 +294,11 @@ def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]
             deployments = [ObjectRef(KINDS[("apps/v1", "Deployment")], "shared-web", ctx.settings.shared_namespace)]
         else:
             deployments = [ObjectRef.of(m) for m in desired if m["kind"] == "Deployment"]
-        waiting = [str(ref) for ref in deployments if not _available(ctx.kube.read(ref))]
+        if tier == "shared":
+            waiting = [] if ctx.shared_workload.get(lambda: _available(ctx.kube.read(deployments[0]))) \
+                else [str(deployments[0])]
+        else:
+            waiting = [str(ref) for ref in deployments if not _available(ctx.kube.read(ref))]
     except ApiException as error:
         return Condition(cond.WORKLOADS_READY, False, "ApplyFailed", _api_error_message(error))
     if waiting:
