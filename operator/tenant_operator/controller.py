@@ -1,4 +1,9 @@
-"""The running operator's state: caches fed by watch events, the work queue and its workers."""
+"""The running operator's state: caches fed by watch events, the work queue and its workers.
+
+With leader election the caches and the queue are kept on every replica, so a
+follower that becomes leader starts from a warm cache; only the workers wait
+for leadership, and they ask again before each reconcile.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
+from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator import metrics, postgres, render
 from tenant_operator.drift import needs_apply
-from tenant_operator.kube import Kube, ObjectRef
+from tenant_operator.kube import TENANT_PLAN, Kube, ObjectRef
 from tenant_operator.reconcile import Context, Outcome, reconcile
 from tenant_operator.workqueue import WorkQueue
 
@@ -27,6 +33,10 @@ class Controller:
     tenants: dict[str, dict] = dataclasses.field(default_factory=dict)
     plans: dict[str, dict] = dataclasses.field(default_factory=dict)
     tasks: list[asyncio.Task] = dataclasses.field(default_factory=list)
+    leading: Callable[[], bool] = lambda: True
+    """Whether this replica may reconcile now: always, unless leader election says otherwise."""
+    _may_work: asyncio.Event | None = None
+    _running: set[concurrent.futures.Future] = dataclasses.field(default_factory=set)
 
     @classmethod
     def create(cls, kube: Kube, settings) -> "Controller":
@@ -38,23 +48,54 @@ class Controller:
         return cls(context=context, queue=queue, executor=executor, plans=plans)
 
     def prepare(self) -> None:
-        """Shared database and shared workload, before any tenant is reconciled (blocking)."""
+        """Plans, shared database and shared workload, before any tenant is reconciled (blocking).
+
+        The plans are listed here rather than left to the watch: kopf starts the
+        tenant and plan watches together, and a tenant reconciled before its plan
+        arrived would be reported PlanNotFound and then Ready again, two status
+        writes per tenant on every restart.
+        """
+        for plan in self.context.kube.list(TENANT_PLAN):
+            self.plans.setdefault(plan["metadata"]["name"], plan)
         settings = self.context.settings
         postgres.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
         for manifest in render.shared_infrastructure(settings):
             if needs_apply(manifest, self.context.kube.read(ObjectRef.of(manifest))):
                 self.context.kube.apply(manifest)
 
-    def start(self) -> None:
+    def start(self, leading: Callable[[], bool] | None = None) -> None:
+        """Start the workers; with `leading` (leader election) they wait for leadership_gained()."""
         settings = self.context.settings
+        self._may_work = asyncio.Event()
+        if leading is None:
+            self._may_work.set()
+        else:
+            self.leading = leading
         self.tasks = [asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(settings.workers)]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
 
-    async def stop(self) -> None:
+    async def stop(self, drain_seconds: float = 0) -> None:
+        """Stop the workers; wait up to `drain_seconds` for reconciles already running in threads."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        running = list(self._running)
+        if drain_seconds and running:
+            log.info("waiting up to %.0fs for %d running reconcile(s)", drain_seconds, len(running))
+            await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, running, drain_seconds)
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def leadership_gained(self) -> None:
+        """Reconcile every tenant: the previous leader may have left any of them half done."""
+        for name in self.tenants:
+            self.queue.add(name)
+        log.info("leading: %d tenants queued for reconcile", len(self.tenants))
+        if self._may_work:
+            self._may_work.set()
+
+    def leadership_lost(self) -> None:
+        if self._may_work:
+            self._may_work.clear()
 
     def tenant_seen(self, event_type: str, body: dict) -> None:
         name = body["metadata"]["name"]
@@ -86,16 +127,20 @@ class Controller:
                 self.queue.add(name)
 
     async def _worker(self, number: int) -> None:
-        loop = asyncio.get_running_loop()
         while True:
+            await self._may_work.wait()
             name = await self.queue.get()
             try:
                 body = self.tenants.get(name)
-                if body is None:
+                if body is None or not self.leading():
+                    # A follower drops the key: leadership_gained() queues every tenant again.
                     continue
                 started = time.monotonic()
                 try:
-                    outcome = await loop.run_in_executor(self.executor, reconcile, self.context, _copy(body))
+                    future = self.executor.submit(reconcile, self.context, _copy(body))
+                    self._running.add(future)
+                    future.add_done_callback(self._running.discard)
+                    outcome = await asyncio.wrap_future(future)
                 except ApiException as error:
                     log.warning("tenant %s: Kubernetes API error %s %s: %s; will retry", name, error.status,
                                 error.reason, (error.body or b"")[:500])

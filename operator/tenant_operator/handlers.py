@@ -4,6 +4,11 @@ Only event handlers and start-up/clean-up are used. kopf's change handlers
 (create/update/resume) keep progress and a diff base in annotations on every
 object, which would make a restart of the operator write to every tenant; our
 reconcile compares live state with desired state instead and needs neither.
+
+With leader election (`run --leader-election`) every replica watches and
+caches; the Lease decides whose workers reconcile (leader.py). On shutdown the
+leader stops taking work, lets running reconciles finish, then releases the
+Lease so that a follower takes over at once instead of after its expiry.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ import kopf
 
 from tenant_operator import metrics, postgres
 from tenant_operator.controller import Controller
+from tenant_operator.leader import KubeLeaseStore, LeaderElector, LeaseConfig
 from tenant_operator.kube import Kube
 from tenant_operator.names import GROUP, VERSION
 from tenant_operator.settings import from_environment
 
 log = logging.getLogger(__name__)
+
+# A leader lets running reconciles finish before it releases the Lease; a pg_dump may take
+# longer, and then the Lease is released anyway: the next leader repeats that idempotent step.
+DRAIN_SECONDS = 20.0
 
 
 def api_client():
@@ -40,14 +50,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     operator_settings = from_environment()
-    controller = Controller.create(Kube(api_client()), operator_settings)
+    kube = Kube(api_client())
+    controller = Controller.create(kube, operator_settings)
     try:
         await asyncio.get_running_loop().run_in_executor(controller.executor, controller.prepare)
     except postgres.DatabaseUnavailable as error:
         controller.executor.shutdown(wait=False)
         raise kopf.TemporaryError(f"PostgreSQL is not reachable yet: {error}", delay=5) from None
     metrics.serve(operator_settings.metrics_port)
-    controller.start()
+    if operator_settings.leader_election:
+        config = LeaseConfig.from_settings(operator_settings)
+        elector = LeaderElector(KubeLeaseStore(kube, config.namespace, config.name), config,
+                                on_started_leading=controller.leadership_gained,
+                                on_stopped_leading=controller.leadership_lost)
+        controller.start(leading=lambda: elector.is_leader)
+        elector.start()
+        memo["elector"] = elector
+    else:
+        controller.start()
     memo["controller"] = controller
     log.info("tenant-operator started: %s", operator_settings)
 
@@ -55,8 +75,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_) -> None:
     controller: Controller | None = memo.get("controller")
+    elector: LeaderElector | None = memo.get("elector")
+    if elector:
+        await elector.stop()
     if controller:
-        await controller.stop()
+        await controller.stop(drain_seconds=DRAIN_SECONDS if elector else 0)
+    if elector:
+        await elector.release_async()
 
 
 @kopf.on.event(GROUP, VERSION, "tenants")
