@@ -2,22 +2,57 @@
 
 Order matters: the shared routing entry goes first, so the shared workload stops
 serving a tenant that is being taken apart; the data is dealt with next; the
-namespace last; the finalizer is removed only when all of that is done.
-Nothing is dropped unless the policy says Delete.
+namespace last; the finalizer is removed only when all of that is done. Each
+pass is idempotent, so an operator that dies anywhere in it finishes the job
+after its restart.
+
+- Retain: the schema or database and the role stay; the role loses LOGIN (its
+  sessions are ended). A Tenant re-created under the same name adopts them.
+- Snapshot: logins are blocked, pg_dump writes the data to the snapshot
+  directory, and only once `pg_restore --list` has read every table back is it
+  dropped as by Delete. A failed dump drops nothing and is retried with backoff.
+- Delete: the schema or database, quarantined copies a tier migration left
+  behind, and the role are dropped.
+
+While a tier migration runs the data may live in two places: deletion waits
+for it (`migration.safe_to_delete`) before touching anything.
+
+The status says phase Deleting with a Ready condition whose reason a script can
+match (WaitingForMigration, SnapshotInProgress, SnapshotFailed,
+DatabaseUnavailable, ReclaimFailed, DataRetained, SnapshotTaken, DataDeleted) and whose
+message says where the data is; each change of it is an event on the Tenant,
+which outlives the Tenant object for the API server's event TTL.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 
+import psycopg
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator import events, names, postgres, render
+from tenant_operator import conditions as cond
+from tenant_operator import events, metrics, migration, names, postgres, render, snapshot
+from tenant_operator.conditions import Condition
 from tenant_operator.kube import KINDS, TENANT, ObjectRef
 
 log = logging.getLogger(__name__)
 
 NAMESPACE_GONE_POLL = 2.0
+MIGRATION_POLL = 5.0
+DELETING = "Deleting"
+FAILURE_REASONS = ("SnapshotFailed", "DatabaseUnavailable", "ReclaimFailed")
+CLOCK_SKEW_MARGIN = datetime.timedelta(minutes=10)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reclaimed:
+    """What the reclaim policy did to the data, as the Ready condition tells it."""
+
+    reason: str
+    message: str
 
 
 def finalize(ctx, body: dict, tenant):
@@ -27,38 +62,145 @@ def finalize(ctx, body: dict, tenant):
     if names.FINALIZER not in (meta.get("finalizers") or []):
         return Outcome()
     status = body.get("status") or {}
+    if not migration.safe_to_delete(status):
+        step = (status.get("migration") or {}).get("step", "unknown")
+        _report(ctx, body, "WaitingForMigration",
+                f"deletion waits for the tier migration (step {step}) to reach a safe point; nothing was removed yet")
+        return Outcome(requeue_after=MIGRATION_POLL)
+
     tier = status.get("tier") or render.value(tenant.spec.tier)
     policy = render.value(tenant.spec.database.reclaim_policy)
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
 
-    routes = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, ctx.settings.shared_namespace)
-    if tenant.name in ((ctx.kube.read(routes) or {}).get("data") or {}):
-        ctx.kube.merge_patch(routes, {"data": {tenant.name: None}})
-
-    dsn = ctx.settings.admin_dsn()
+    _remove_route(ctx, tenant.name)
     try:
-        if policy == "Delete":
-            result = postgres.drop_tenant_data(dsn, placement)
-            if result.changed:
-                events.post(ctx.kube, body, "DataDeleted", f"reclaimPolicy Delete: {'; '.join(result.actions)}")
-        elif postgres.tenant_data_exists(dsn, placement):
-            if postgres.set_login(dsn, placement.role, False):
-                note = " (Snapshot is not available in this version: the data was retained)" if policy == "Snapshot" else ""
-                events.post(ctx.kube, body, "DataRetained",
-                            f"schema {placement.schema} in database {placement.database} kept, "
-                            f"role {placement.role} cannot log in{note}")
+        reclaimed = RECLAIM[policy](ctx, body, tenant, placement)
     except postgres.DatabaseUnavailable as error:
         log.warning("tenant %s: cannot reach PostgreSQL to finalize: %s", tenant.name, error)
+        _report(ctx, body, "DatabaseUnavailable",
+                f"reclaimPolicy {policy}: {error}; the namespace stays until the data is dealt with, retrying",
+                warning=True)
         return Outcome(failed=True)
-    except postgres.RoleMissing:
-        pass
+    except snapshot.SnapshotFailed as error:
+        log.warning("tenant %s: snapshot failed, nothing dropped: %s", tenant.name, error)
+        _report(ctx, body, "SnapshotFailed",
+                f"reclaimPolicy Snapshot: {error}; nothing was dropped, retrying", warning=True)
+        return Outcome(failed=True)
+    except psycopg.Error as error:
+        # e.g. DROP ROLE refused because the role still owns objects somewhere else.
+        detail = " ".join(str(error).split())
+        log.warning("tenant %s: reclaimPolicy %s failed: %s", tenant.name, policy, detail)
+        _report(ctx, body, "ReclaimFailed", f"reclaimPolicy {policy}: {detail}; retrying", warning=True)
+        return Outcome(failed=True)
 
     namespace = ObjectRef(KINDS[("v1", "Namespace")], names.tenant_namespace(tenant.name))
     current = ctx.kube.read(namespace)
     if current is not None:
+        _report(ctx, body, reclaimed.reason, f"{reclaimed.message}; namespace {namespace.name} is being deleted")
         if not current["metadata"].get("deletionTimestamp"):
             ctx.kube.delete(namespace)
         return Outcome(requeue_after=NAMESPACE_GONE_POLL)
+    told = cond.find((body.get("status") or {}).get("conditions", []), cond.READY) or {}
+    if told.get("reason") != reclaimed.reason:
+        # The namespace was gone already (never made, or removed by hand): the event still tells where the data is.
+        _report(ctx, body, reclaimed.reason, reclaimed.message)
+    return _remove_finalizer(ctx, meta)
+
+
+def where(placement: postgres.DataPlacement) -> str:
+    """The tenant's data in words: `schema tenant_a in database tenants` or `database tenant_a`."""
+    if placement.tier == postgres.ISOLATED:
+        return f"database {placement.database}"
+    return f"schema {placement.schema} in database {placement.database}"
+
+
+def _retain(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Reclaimed:
+    dsn = ctx.settings.admin_dsn()
+    if not postgres.tenant_data_exists(dsn, placement):
+        return Reclaimed("DataRetained", f"reclaimPolicy Retain: no data to keep ({where(placement)} does not exist)")
+    try:
+        if postgres.set_login(dsn, placement.role, False):
+            metrics.count_write("postgres")
+        role = f"role {placement.role} cannot log in"
+    except postgres.RoleMissing:
+        role = f"role {placement.role} does not exist"
+    message = (f"reclaimPolicy Retain: {where(placement)} kept; {role}; "
+               f"a Tenant created again as {tenant.name} adopts it")
+    return Reclaimed("DataRetained", message)
+
+
+def _delete(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Reclaimed:
+    dsn = ctx.settings.admin_dsn()
+    dropped = _drop_quarantined_copies(ctx, tenant.name)
+    result = postgres.drop_tenant_data(dsn, placement)
+    metrics.count_write("postgres", len(result.actions))
+    if result.changed or dropped:
+        log.info("tenant %s: reclaimPolicy Delete: %s", tenant.name, "; ".join([*result.actions, *dropped]))
+    return Reclaimed("DataDeleted", f"reclaimPolicy Delete: {where(placement)} and role {placement.role} dropped")
+
+
+def _snapshot(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Reclaimed:
+    dsn = ctx.settings.admin_dsn()
+    if postgres.tenant_data_exists(dsn, placement):
+        previous = cond.find((body.get("status") or {}).get("conditions", []), cond.READY) or {}
+        if previous.get("reason") != "SnapshotFailed":  # while retrying, the failure stays in view
+            _report(ctx, body, "SnapshotInProgress", f"reclaimPolicy Snapshot: dumping {where(placement)} to "
+                                                     f"{ctx.settings.snapshot_dir}; logins blocked")
+        try:
+            if postgres.set_login(dsn, placement.role, False):  # nothing changes under the dump
+                metrics.count_write("postgres")
+        except postgres.RoleMissing:
+            pass
+        tables = postgres.snapshot_tables(dsn, placement)
+        taken = snapshot.take_snapshot(dsn, placement, tenant.name, tables, ctx.settings.snapshot_dir,
+                                       ctx.settings.pg_bin_dir, ctx.settings.snapshot_timeout_seconds)
+        log.info("tenant %s: snapshot of %s (%d tables) written to %s", tenant.name, where(placement),
+                 taken.tables, taken.describe())
+    else:
+        # Dumped and dropped in an earlier pass (the operator may have died before the namespace went).
+        taken = snapshot.latest_snapshot(ctx.settings.snapshot_dir, tenant.name, _deletion_time(body))
+    _delete(ctx, body, tenant, placement)
+    if taken is None:
+        return Reclaimed("DataDeleted", f"reclaimPolicy Snapshot: nothing to dump ({where(placement)} does not "
+                                        f"exist); role {placement.role} dropped")
+    return Reclaimed("SnapshotTaken", f"reclaimPolicy Snapshot: {where(placement)} dumped to {taken.describe()}; "
+                                      f"then dropped with role {placement.role}")
+
+
+def _deletion_time(body: dict) -> datetime.datetime | None:
+    """When the deletion began, less a margin for the API server's clock running ahead of ours."""
+    stamp = body["metadata"].get("deletionTimestamp")
+    if not stamp:
+        return None
+    began = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    return began - CLOCK_SKEW_MARGIN
+
+
+RECLAIM = {"Retain": _retain, "Delete": _delete, "Snapshot": _snapshot}
+
+
+def _drop_quarantined_copies(ctx, tenant_name: str) -> list[str]:
+    """Copies a finished tier migration keeps for a while: the tenant's data too, and owned by its
+    role (DROP ROLE would refuse while they exist)."""
+    from tenant_operator import tierdata
+
+    dsn, shared = ctx.settings.admin_dsn(), ctx.settings.shared_database
+    dropped = []
+    for kind, name in tierdata.expired_quarantines(dsn, shared, names.sql_name(tenant_name), retention=0):
+        tierdata.drop_quarantine(dsn, shared, kind, name)
+        metrics.count_write("postgres")
+        dropped.append(f"dropped quarantined {kind} {name}")
+    return dropped
+
+
+def _remove_route(ctx, tenant_name: str) -> None:
+    routes = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, ctx.settings.shared_namespace)
+    if tenant_name in ((ctx.kube.read(routes) or {}).get("data") or {}):
+        ctx.kube.merge_patch(routes, {"data": {tenant_name: None}})
+
+
+def _remove_finalizer(ctx, meta: dict):
+    from tenant_operator.reconcile import Outcome
 
     finalizers = [f for f in meta.get("finalizers", []) if f != names.FINALIZER]
     try:
@@ -68,4 +210,30 @@ def finalize(ctx, body: dict, tenant):
         if error.status not in (404, 409):
             raise
         return Outcome(requeue_after=0.5 if error.status == 409 else None)
+    log.info("tenant %s: deleted", meta["name"])
     return Outcome()
+
+
+def _report(ctx, body: dict, reason: str, message: str, warning: bool = False) -> None:
+    """Phase Deleting and the Ready condition; written, and told in an event, only when they change.
+
+    The status is applied whole (what the API server returned, with phase and
+    conditions replaced) under the operator's field manager, as reconcile does,
+    so no field the operator owns, such as status.migration, is dropped.
+    """
+    meta = body["metadata"]
+    current = body.get("status") or {}
+    generation = meta.get("generation", 0)
+    before = cond.find(current.get("conditions", []), cond.READY) or {}
+    update = Condition(cond.READY, False, reason, message)
+    merged = cond.merge(current.get("conditions", []), [update], generation, cond.now())
+    status = {**current, "phase": DELETING, "observedGeneration": generation, "conditions": merged}
+    metrics.track_tenant(meta["name"], DELETING, current.get("tier"), (body.get("spec") or {}).get("plan"))
+    if status == current:
+        return
+    updated = ctx.kube.apply_status(TENANT, meta["name"], status)
+    body["status"] = status
+    if updated and updated.get("metadata", {}).get("resourceVersion"):
+        meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+    if (before.get("reason"), before.get("message")) != (reason, message):
+        events.post(ctx.kube, body, reason, message, warning=warning or reason in FAILURE_REASONS)

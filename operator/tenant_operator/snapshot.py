@@ -44,13 +44,25 @@ class Snapshot:
     size: int
 
     def describe(self) -> str:
-        return f"{self.path} ({self.tables} tables, {_human_size(self.size)}, verified with pg_restore --list)"
+        return f"{self.path} ({_human_size(self.size)}, verified with pg_restore --list)"
 
 
 def snapshot_path(directory: Path, tenant_name: str, at: datetime.datetime) -> Path:
     """`<directory>/<tenant>-<UTC timestamp>.dump`: sorted by time, one per deletion attempt."""
     stamp = at.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return directory / f"{tenant_name}-{stamp}.dump"
+
+
+def latest_snapshot(directory: Path, tenant_name: str, since: datetime.datetime | None = None) -> Snapshot | None:
+    """The newest verified dump of a tenant in `directory` taken at or after `since`, if any:
+    how a later pass of the same deletion finds the dump an earlier pass wrote."""
+    pattern = re.compile(rf"{re.escape(tenant_name)}-(\d{{8}}T\d{{6}}Z)\.dump")
+    floor = since.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") if since else ""
+    found = sorted(path for path in (directory.glob(f"{tenant_name}-*.dump") if directory.is_dir() else [])
+                   if (match := pattern.fullmatch(path.name)) and match.group(1) >= floor)
+    if not found:
+        return None
+    return Snapshot(found[-1], tables=0, size=found[-1].stat().st_size)
 
 
 def tool(name: str, bin_dir: Path | None) -> str:
