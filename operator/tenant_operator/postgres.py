@@ -20,11 +20,20 @@ creates (a superuser, or on PG16+ a CREATEROLE role with createrole_self_grant
 'set'). Catalogs stay readable by every role: a shared-tier tenant can list the
 names of the other schemas, but not use them; the isolated tier is the answer
 for tenants who mind.
+
+An isolated tenant owns its database, and a database owner can `ALTER DATABASE
+... SET` parameters every later session there starts with, the admin's too: a
+search_path naming the tenant's schema first would make the admin (a
+superuser) run the tenant's functions in place of pg_catalog's. So every admin
+session pins its search_path (and, in a tenant's database, its role and the
+parameters that could stall it) in the startup packet, which outranks
+database and role settings: `admin_session_dsn`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -35,6 +44,8 @@ from psycopg.rows import dict_row
 
 from tenant_operator import sql
 from tenant_operator.names import database_name, role_name, schema_name
+
+log = logging.getLogger(__name__)
 
 SHARED = "shared"
 ISOLATED = "isolated"
@@ -48,6 +59,26 @@ DEFAULT_CONNECT_TIMEOUT = 10
 # Errors that mean "the server is not there right now", not "the statement is wrong":
 # connection exceptions (08), shutdown/crash/starting up (57P), too many connections.
 _UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+# Startup parameters of every admin session (see the module docstring). pg_catalog alone:
+# every statement of the operator names its objects, so nothing else need be found.
+ADMIN_SESSION_SETTINGS = {"search_path": "pg_catalog"}
+# And in a database a tenant owns: who we are, and what a tenant could set to make our
+# statements fail (read-only, timeouts, a library to preload that is not there).
+TENANT_DATABASE_SESSION_SETTINGS = {
+    **ADMIN_SESSION_SETTINGS,
+    "role": "none",
+    "default_transaction_read_only": "off",
+    "statement_timeout": "0",
+    "lock_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+    "local_preload_libraries": "",
+    "client_encoding": "UTF8",
+    "standard_conforming_strings": "on",
+}
+# Databases of every server that tenants have no business in: they keep nothing a
+# tenant could use, and a session held open in template1 makes CREATE DATABASE from it fail.
+TEMPLATE_DATABASE = "template1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +146,51 @@ def ensure_shared_database(admin_dsn: str, name: str) -> EnsureResult:
         if "TEMPORARY" in state["public_privileges"]:
             conn.execute(sql.revoke_temporary_from_public(name))
             actions.append("revoked TEMPORARY on shared database from PUBLIC")
+        # Tenants may connect to the maintenance database too: they find nothing to use there.
+        maintenance = conn.execute("SELECT current_database()").fetchone()[0]
+        if maintenance != name:
+            actions += _best_effort(lambda: _lock_server_databases(conn, maintenance))
+            actions += _best_effort(lambda: _lock_database_for_tenants(conn, f"database {maintenance}"))
     with _connect(make_conninfo(admin_dsn, dbname=name)) as conn:
-        public = _fetch_one(conn, sql.schema_state("public"))
-        if public is not None and "CREATE" in public["public_privileges"]:
-            conn.execute(sql.revoke_create_on_public_schema())
-            actions.append("revoked CREATE on schema public from PUBLIC")
+        actions += _lock_database_for_tenants(conn, "shared database")
     return EnsureResult(tuple(actions))
+
+
+def _lock_database_for_tenants(conn: psycopg.Connection, what: str) -> list[str]:
+    """In a database tenants can connect to but own nothing in: no CREATE in public, no large objects."""
+    actions = []
+    public = _fetch_one(conn, sql.schema_state("public"))
+    if public is not None and "CREATE" in public["public_privileges"]:
+        conn.execute(sql.revoke_create_on_public_schema())
+        actions.append(f"revoked CREATE on schema public from PUBLIC in {what}")
+    if _fetch_one(conn, sql.public_large_object_creators()) is not None:
+        conn.execute(sql.revoke_large_object_creators_from_public())
+        actions.append(f"revoked large object creation in {what} from PUBLIC")
+    return actions
+
+
+def _lock_server_databases(conn: psycopg.Connection, maintenance: str) -> list[str]:
+    """The maintenance database loses TEMPORARY for PUBLIC, template1 CONNECT and TEMPORARY."""
+    actions = []
+    state = _fetch_one(conn, sql.database_state(maintenance))
+    if "TEMPORARY" in state["public_privileges"]:
+        conn.execute(sql.revoke_temporary_from_public(maintenance))
+        actions.append(f"revoked TEMPORARY on database {maintenance} from PUBLIC")
+    template = _fetch_one(conn, sql.database_state(TEMPLATE_DATABASE))
+    if template is not None and {"CONNECT", "TEMPORARY"} & set(template["public_privileges"]):
+        conn.execute(sql.revoke_database_from_public(TEMPLATE_DATABASE))
+        actions.append(f"revoked CONNECT, TEMPORARY on database {TEMPLATE_DATABASE} from PUBLIC")
+    return actions
+
+
+def _best_effort(step) -> list[str]:
+    """Hardening of databases the operator does not own: an admin that may not change them
+    (a managed service's restricted superuser) gets a warning, not an operator that cannot start."""
+    try:
+        return step()
+    except psycopg.errors.InsufficientPrivilege as error:
+        log.warning("could not restrict PUBLIC on the server's own databases: %s", " ".join(str(error).split()))
+        return []
 
 
 def ensure_tenant_data(
@@ -144,7 +214,7 @@ def ensure_tenant_data(
             actions += _ensure_role(admin, placement, password, connection_limit, login)
             actions += _ensure_database(admin, placement.database, placement.role)
     # Roles are cluster-wide: in the shared tier one connection does it all.
-    with _connect(_data_dsn(admin_dsn, placement)) as data:
+    with _connect(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as data:
         if placement.tier == SHARED:
             actions += _ensure_role(data, placement, password, connection_limit, login)
         actions += _ensure_schema(data, placement.schema, placement.role)
@@ -183,9 +253,10 @@ def rotate_password(admin_dsn: str, role: str, password: str) -> None:
 def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
     """Drop the tenant's schema or database, then its role: only for reclaimPolicy Delete.
 
-    Idempotent. If the role still owns objects elsewhere (the other tier's copy
-    during a migration), DROP ROLE fails with DependentObjectsStillExist: drop
-    that placement too, then call again.
+    Idempotent. Privileges other tenants granted the role are revoked first, so
+    that no tenant can keep another from being deleted. If the role still owns
+    objects elsewhere (the other tier's copy during a migration), DROP ROLE fails
+    with DependentObjectsStillExist: drop that placement too, then call again.
     """
     actions: list[str] = []
     with _connect(admin_dsn) as admin:
@@ -204,9 +275,33 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
                     data.execute(sql.drop_schema(placement.schema))
                     actions.append("dropped schema")
         if role_exists:
+            actions += _revoke_grants_of_others(admin, admin_dsn, placement.role)
             admin.execute(sql.drop_role(placement.role))
             actions.append("dropped role")
     return EnsureResult(tuple(actions))
+
+
+def _revoke_grants_of_others(admin: psycopg.Connection, admin_dsn: str, role: str) -> list[str]:
+    """Take back what other roles granted this one, which would make DROP ROLE fail.
+
+    Another tenant can GRANT on its own schema, tables or database to this role; that
+    must not keep this tenant from being deleted. Only privileges are revoked: in a
+    database where the role still owns something (the other tier's copy during a
+    migration) nothing is done there, and DROP ROLE refuses, as it should.
+    """
+    actions = []
+    for row in admin.execute(*sql.databases_granted_to(role)).fetchall():
+        admin.execute(sql.revoke_database_from_role(row[0], role))
+        actions.append(f"revoked privileges on database {row[0]}")
+    with admin.cursor(row_factory=dict_row) as cur:
+        dependencies = cur.execute(*sql.role_dependencies(role)).fetchall()
+    for dependency in dependencies:
+        if dependency["owns"] or not dependency["database"]:
+            continue
+        with _connect(make_conninfo(admin_dsn, dbname=dependency["database"]), tenant_database=True) as conn:
+            conn.execute(sql.drop_owned_by(role))
+        actions.append(f"revoked privileges granted in database {dependency['database']}")
+    return actions
 
 
 def tenant_data_exists(admin_dsn: str, placement: DataPlacement) -> bool:
@@ -325,9 +420,22 @@ def _fetch_one(conn: psycopg.Connection, query: sql.Query) -> dict[str, Any] | N
         return cur.execute(*query).fetchone()
 
 
+def admin_session_dsn(dsn: str, tenant_database: bool = False) -> str:
+    """The admin conninfo with the session settings no database owner can override.
+
+    `tenant_database`: the session goes into a database a tenant owns (isolated tier).
+    Settings already in the DSN's `options` are kept; ours come last, so they win.
+    """
+    settings = TENANT_DATABASE_SESSION_SETTINGS if tenant_database else ADMIN_SESSION_SETTINGS
+    ours = " ".join(f"-c {key}={value}" for key, value in settings.items())
+    theirs = _parse_dsn(dsn).get("options")
+    return make_conninfo(dsn, options=f"{theirs} {ours}" if theirs else ours)
+
+
 @contextmanager
-def _connect(dsn: str) -> Iterator[psycopg.Connection]:
+def _connect(dsn: str, tenant_database: bool = False) -> Iterator[psycopg.Connection]:
     params = _parse_dsn(dsn)
+    dsn = admin_session_dsn(dsn, tenant_database)
     if "connect_timeout" not in params:
         dsn = make_conninfo(dsn, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
     try:
@@ -383,7 +491,7 @@ class TableName:
 def snapshot_tables(admin_dsn: str, placement: DataPlacement) -> list[TableName]:
     """The tables a snapshot of the placement must contain (its schema, or the whole database)."""
     schema = placement.schema if placement.tier == SHARED else None
-    with _connect(_data_dsn(admin_dsn, placement)) as conn:
+    with _connect(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as conn:
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(*sql.snapshot_tables(schema)).fetchall()
     return [TableName(row["schema"], row["name"], row["has_data"]) for row in rows]

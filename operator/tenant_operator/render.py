@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
@@ -61,8 +62,48 @@ def _resource_map(resources: dict | None) -> dict[str, str]:
     return {key: str(quantity) for key, quantity in sorted((resources or {}).items())}
 
 
+# What a ResourceQuota counts (Kubernetes' own validation of spec.hard, which the CRD's
+# looser resource-name rule lets more through than): these names, hugepages, or a name
+# with a domain prefix (count/deployments.apps, example.com/gpu, <class>.storageclass...).
+QUOTA_RESOURCES = frozenset({
+    "cpu", "memory", "ephemeral-storage", "requests.cpu", "requests.memory", "requests.storage",
+    "requests.ephemeral-storage", "limits.cpu", "limits.memory", "limits.ephemeral-storage", "pods",
+    "resourcequotas", "services", "replicationcontrollers", "secrets", "persistentvolumeclaims", "configmaps",
+    "services.nodeports", "services.loadbalancers",
+})
+QUOTA_HUGEPAGES_PREFIXES = ("hugepages-", "requests.hugepages-")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+
+def _quota_key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and ("/" in prefix or not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return "the part before '/' must be a lowercase DNS domain such as example.com"
+    if len(name) > 63 or not _QUALIFIED_NAME_PART.fullmatch(name):
+        return ("the name must be at most 63 letters, digits, '-', '_' or '.', "
+                "starting and ending with a letter or digit")
+    if not slash and key not in QUOTA_RESOURCES and not key.startswith(QUOTA_HUGEPAGES_PREFIXES):
+        return ("a ResourceQuota counts only " + ", ".join(sorted(QUOTA_RESOURCES)) +
+                ", hugepages-<size>, or names with a domain such as count/deployments.apps or example.com/gpu")
+    return None
+
+
+def _check_quota(hard: dict[str, str], field: str) -> None:
+    for key in hard:
+        problem = _quota_key_problem(key)
+        if problem:
+            raise SpecError(f"{field}[{key}] cannot go into a ResourceQuota: {problem}",
+                            condition_type="QuotaReady", reason="InvalidQuota")
+
+
 def resource_quota(tenant, plan) -> dict:
-    hard = {**_resource_map(plan.spec.quota), **_resource_map(tenant.spec.quota_overrides)}
+    """The plan's quota with the tenant's overrides; SpecError for what a ResourceQuota cannot hold,
+    so that nothing of the tenant is created rather than a namespace without its quota."""
+    plan_quota, overrides = _resource_map(plan.spec.quota), _resource_map(tenant.spec.quota_overrides)
+    _check_quota(plan_quota, f"TenantPlan {plan.name} spec.quota")
+    _check_quota(overrides, "spec.quotaOverrides")
+    hard = {**plan_quota, **overrides}
     return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta(tenant, QUOTA_NAME),
             "spec": {"hard": hard}}
 
@@ -102,12 +143,33 @@ def network_policy(tenant) -> dict | None:
     }
 
 
+# Subjects that stand for everyone (every user, anonymous requests, every service account
+# of the cluster): as owners they would hand the tenant namespace, and its database
+# credentials, to all of them.
+EVERYONE = {
+    "User": frozenset({"system:anonymous"}),
+    "Group": frozenset({"system:authenticated", "system:unauthenticated", "system:serviceaccounts"}),
+}
+
+
+def _check_owner(index: int, kind: str, name: str) -> None:
+    if name in EVERYONE.get(kind, ()):
+        raise SpecError(f"spec.owners[{index}]: {kind} {name} stands for everyone in the cluster; name the users, "
+                        "groups or service accounts that administer the tenant",
+                        condition_type="NamespaceReady", reason="OwnerNotAllowed")
+    if kind == "ServiceAccount" and (len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name)):
+        raise SpecError(f"spec.owners[{index}].name: {name!r} is not a service account name (lowercase letters, "
+                        "digits, '-' and '.', such as deployer)", condition_type="NamespaceReady",
+                        reason="InvalidOwner")
+
+
 def owners_role_binding(tenant) -> dict | None:
     if not tenant.spec.owners:
         return None
     subjects = []
-    for owner in tenant.spec.owners:
+    for index, owner in enumerate(tenant.spec.owners):
         kind = value(owner.kind)
+        _check_owner(index, kind, owner.name)
         subject = {"kind": kind, "name": owner.name, "apiGroup": OWNER_API_GROUP[kind]}
         if kind == "ServiceAccount":
             subject["namespace"] = owner.namespace
@@ -171,6 +233,22 @@ def _environment(settings: Settings) -> jinja2.Environment:
 
 class TemplateError(Exception):
     """A tier template is missing or does not render to valid manifests."""
+
+
+class SpecError(TemplateError):
+    """The spec passed the CRD's schema, but the objects it asks for would be refused.
+
+    Raised before anything is applied, so a tenant gets nothing rather than part of
+    itself (a namespace and owners without the quota that should bound them). A
+    TemplateError, so that a reconcile that catches only that already reports it as a
+    False condition and applies nothing; `condition_type` and `reason` say which
+    condition it belongs to, for a reconcile that reports it there.
+    """
+
+    def __init__(self, message: str, condition_type: str, reason: str):
+        super().__init__(message)
+        self.condition_type = condition_type
+        self.reason = reason
 
 
 def render_template(settings: Settings, template: str, variables: dict) -> list[dict]:

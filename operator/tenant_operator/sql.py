@@ -76,6 +76,49 @@ def drop_role(role: str) -> sql.Composed:
     return _statement("DROP ROLE IF EXISTS {}", role)
 
 
+def drop_owned_by(role: str) -> sql.Composed:
+    """In the current database: drop what the role owns and revoke what was granted to it.
+
+    Run only where the role owns nothing (`role_dependencies`), so that it only revokes:
+    privileges another tenant granted it would otherwise make DROP ROLE fail.
+    """
+    return _statement("DROP OWNED BY {}", role)
+
+
+def revoke_database_from_role(database: str, role: str) -> sql.Composed:
+    return _statement("REVOKE ALL ON DATABASE {} FROM {}", database, role)
+
+
+def role_dependencies(role: str) -> Query:
+    """Per database, whether the role owns something there or only holds privileges.
+
+    pg_shdepend is cluster-wide; database '' stands for shared objects (databases).
+    """
+    return Query(
+        sql.SQL(
+            "SELECT coalesce(d.datname, '') AS database, bool_or(s.deptype = 'o') AS owns"
+            " FROM pg_shdepend s LEFT JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE s.refclassid = 'pg_authid'::regclass"
+            " AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)"
+            " AND s.deptype <> 'p'"
+            " GROUP BY 1 ORDER BY 1"
+        ),
+        {"role": role},
+    )
+
+
+def databases_granted_to(role: str) -> Query:
+    """Databases on which the role was granted a privilege (by their owner, another tenant)."""
+    return Query(
+        sql.SQL(
+            "SELECT d.datname FROM pg_database d, aclexplode(d.datacl) a"
+            " WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)"
+            " AND d.datdba <> a.grantee GROUP BY 1 ORDER BY 1"
+        ),
+        {"role": role},
+    )
+
+
 def terminate_sessions(role: str) -> Query:
     """End the role's open sessions: NOLOGIN only stops new ones.
 
@@ -142,6 +185,37 @@ def revoke_database_from_public(database: str) -> sql.Composed:
 
 def revoke_temporary_from_public(database: str) -> sql.Composed:
     return _statement("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC", database)
+
+
+# Large objects live in pg_largeobject, outside every schema, and creating one needs no
+# privilege but EXECUTE on these functions (granted to PUBLIC). In a database tenants
+# share, a tenant could store data outside its schema (lost by a tier migration, and
+# blocking DROP ROLE) or fill the database: PUBLIC loses them there.
+LARGE_OBJECT_CREATORS = (
+    "pg_catalog.lo_creat(integer)",
+    "pg_catalog.lo_create(oid)",
+    "pg_catalog.lo_from_bytea(oid, bytea)",
+    "pg_catalog.lo_import(text)",
+    "pg_catalog.lo_import(text, oid)",
+)
+
+
+def public_large_object_creators() -> Query:
+    """Which of LARGE_OBJECT_CREATORS PUBLIC may execute in the current database."""
+    return Query(
+        sql.SQL(
+            "SELECT p.oid::regprocedure::text AS function FROM pg_proc p"
+            " WHERE p.oid = ANY (%(functions)s::text[]::regprocedure[])"
+            " AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a"
+            "  WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')"
+            " ORDER BY 1"
+        ),
+        {"functions": list(LARGE_OBJECT_CREATORS)},
+    )
+
+
+def revoke_large_object_creators_from_public() -> sql.Composed:
+    return sql.SQL("REVOKE EXECUTE ON FUNCTION " + ", ".join(LARGE_OBJECT_CREATORS) + " FROM PUBLIC").format()
 
 
 def grant_connect(database: str, role: str) -> sql.Composed:
