@@ -14,8 +14,10 @@ after its restart.
 - Delete: the schema or database, quarantined copies a tier migration left
   behind, and the role are dropped.
 
-While a tier migration runs the data may live in two places: deletion waits
-for it (`migration.safe_to_delete`) before touching anything.
+While a tier migration runs the data may live in two places: deletion first
+brings it to a safe point (`migration.settle_for_deletion`): before the switch
+the target is dropped and the data stays on the source; from the switch on the
+source is quarantined as the migration's retire step would.
 
 The status says phase Deleting with a Ready condition whose reason a script can
 match (WaitingForMigration, SnapshotInProgress, SnapshotFailed,
@@ -41,7 +43,6 @@ from tenant_operator.kube import KINDS, TENANT, ObjectRef
 log = logging.getLogger(__name__)
 
 NAMESPACE_GONE_POLL = 2.0
-MIGRATION_POLL = 5.0
 DELETING = "Deleting"
 FAILURE_REASONS = ("SnapshotFailed", "DatabaseUnavailable", "ReclaimFailed")
 CLOCK_SKEW_MARGIN = datetime.timedelta(minutes=10)
@@ -61,19 +62,17 @@ def finalize(ctx, body: dict, tenant):
     meta = body["metadata"]
     if names.FINALIZER not in (meta.get("finalizers") or []):
         return Outcome()
-    status = body.get("status") or {}
-    if not migration.safe_to_delete(status):
-        step = (status.get("migration") or {}).get("step", "unknown")
-        _report(ctx, body, "WaitingForMigration",
-                f"deletion waits for the tier migration (step {step}) to reach a safe point; nothing was removed yet")
-        return Outcome(requeue_after=MIGRATION_POLL)
-
-    tier = status.get("tier") or render.value(tenant.spec.tier)
     policy = render.value(tenant.spec.database.reclaim_policy)
-    placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
-
     _remove_route(ctx, tenant.name)
     try:
+        if not migration.safe_to_delete(body.get("status")):
+            step = body["status"]["migration"].get("step", "unknown")
+            _report(ctx, body, "WaitingForMigration",
+                    f"deletion brings the tier migration (step {step}) to a safe point first; nothing was removed yet")
+            migration.settle_for_deletion(ctx, body, tenant)
+        status = body.get("status") or {}
+        tier = status.get("tier") or render.value(tenant.spec.tier)
+        placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
         reclaimed = RECLAIM[policy](ctx, body, tenant, placement)
     except postgres.DatabaseUnavailable as error:
         log.warning("tenant %s: cannot reach PostgreSQL to finalize: %s", tenant.name, error)

@@ -179,6 +179,7 @@ def _corrupt_one_row(ctx, target, table: str | None) -> None:
     if table is None:
         return
     with psycopg.connect(ctx.settings.admin_dsn(target.database), autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # the row may be referenced: skip FK checks
         name = q.SQL("{}.{}").format(q.Identifier(target.schema), q.Identifier(table))
         conn.execute(q.SQL("DELETE FROM {} WHERE ctid = (SELECT ctid FROM {} LIMIT 1)").format(name, name))
 
@@ -221,6 +222,36 @@ def _retire(ctx, body, tenant, plan, record, source, target) -> None:
 
 STEP_ACTIONS = {"prepare": _prepare, "freeze": _freeze, "copy": _copy, "verify": _verify, "switch": _switch,
                 "retire": _retire}
+
+
+def settle_for_deletion(ctx, body: dict, tenant) -> None:
+    """A migrating tenant is being deleted: leave its data in one place, then clear the record.
+
+    Before the switch the source is still the tenant's home: the target goes. From
+    the switch on the target is: it loses its marker and the source is quarantined,
+    as retire would. Workloads, Secret and route are not touched; deletion removes
+    them. Each part is idempotent; DatabaseUnavailable leaves the record for a retry.
+    """
+    from tenant_operator.reconcile import _report
+
+    record = dict(body["status"]["migration"])
+    source = postgres.placement(tenant.name, record["from"], ctx.settings.shared_database)
+    target = postgres.placement(tenant.name, record["to"], ctx.settings.shared_database)
+    dsn = ctx.settings.admin_dsn()
+    if record["step"] in ROLLBACK_STEPS:
+        tierdata.drop_target(dsn, tenant.name, target)
+        home, message = record["from"], f"stopped before the switch; the data stays on the {record['from']} tier"
+        metrics.MIGRATIONS.labels("cancelled").inc()
+    else:
+        tierdata.unmark(dsn, target)
+        name = tierdata.quarantine_name(source, _epoch(record["started"]))
+        tierdata.quarantine(dsn, source, name)
+        home, message = record["to"], f"finished after the switch; the {record['from']} copy is kept as {name}"
+        metrics.MIGRATIONS.labels("succeeded").inc()
+    message = f"the Tenant is being deleted: migration to {record['to']} {message}"
+    events.post(ctx.kube, body, "MigrationSettled", message)
+    # Written without the record: the status is applied whole, so status.migration goes.
+    _report(ctx, body, [Condition(cond.MIGRATING, False, "MigrationSettled", message)], phase="Deleting", tier=home)
 
 
 def _finish(ctx, body, tenant, plan, record):

@@ -115,19 +115,29 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
     try:
         objects = render.tenant_objects(tenant, plan, ctx.settings, tier)
     except render.TemplateError as error:
-        problem = Condition(cond.WORKLOADS_READY, False, "TemplateError", str(error))
-        _report(ctx, body, [problem, cond.summary([problem])], phase="Failed", tier=tier)
+        if isinstance(error, render.SpecError):
+            problem = Condition(error.condition_type, False, error.reason, str(error))
+        else:
+            problem = Condition(cond.WORKLOADS_READY, False, "TemplateError", str(error))
+        # Nothing was provisioned on `tier`: status keeps the tier the tenant really lives on (if any),
+        # so that a later change of spec.tier is a fresh start, not a migration from nowhere.
+        _report(ctx, body, [problem, cond.summary([problem])], phase="Failed", tier=status.get("tier"))
         return None, Outcome(requeue_after=None)
 
-    parts = [
-        _step(cond.NAMESPACE_READY, "NamespaceReady",
-              f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
-              lambda: apply(objects["namespace"], _prunable_access(tenant) if prune else [])),
-        _step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
-              lambda: apply(objects["quota"], _prunable_quota(objects["quota"], tenant) if prune else [])),
-    ]
-    database = _database_step(ctx, body, tenant, tier, fresh) if parts[0].ok else Condition(
-        cond.DATABASE_READY, False, "WaitingForNamespace", "the namespace must exist before the Secret")
+    namespace = _step(cond.NAMESPACE_READY, "NamespaceReady",
+                      f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
+                      lambda: apply(objects["namespace"]))
+    quota = _step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
+                  lambda: apply(objects["quota"], _prunable_quota(objects["quota"], tenant) if prune else [])
+                  ) if namespace.ok else Condition(cond.QUOTA_READY, False, "WaitingForNamespace",
+                                                   "the namespace must exist before its quota")
+    # Owners get in, and the tenant gets data, only once the quota bounds what they can do.
+    if quota.ok:
+        namespace = _step(cond.NAMESPACE_READY, "NamespaceReady", namespace.message,
+                          lambda: apply(objects["access"], _prunable_access(tenant) if prune else []))
+    parts = [namespace, quota]
+    database = _database_step(ctx, body, tenant, tier, fresh) if namespace.ok and quota.ok else Condition(
+        cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first")
     parts.append(database)
     if database.ok:
         workloads = _workloads_step(ctx, tenant, tier, objects["workloads"], apply, prune)

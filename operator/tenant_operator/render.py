@@ -314,8 +314,9 @@ def shared_infrastructure(settings: Settings) -> list[dict]:
 def tenant_objects(tenant, plan, settings: Settings, tier: str) -> dict[str, list[dict]]:
     """The Kubernetes objects of a tenant, by the condition they answer to (apart from the Secret)."""
     return {
-        "namespace": _present([namespace(tenant, tier), network_policy(tenant), owners_role_binding(tenant)]),
+        "namespace": _present([namespace(tenant, tier), network_policy(tenant)]),
         "quota": _present([resource_quota(tenant, plan), limit_range(tenant, plan)]),
+        "access": _present([owners_role_binding(tenant)]),
         "workloads": isolated_workloads(tenant, plan, settings) if tier == "isolated" else [],
     }
 

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql as q
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tenant_operator.postgres import DataPlacement, DatabaseUnavailable, ensure_tenant_data
+from tenant_operator.postgres import DataPlacement, DatabaseUnavailable, admin_session_dsn, ensure_tenant_data
 
 MARKER = "tenant-operator: migration target"
 QUARANTINE_SEPARATOR = "$"  # never part of a tenant's identifier, so no tenant can collide
@@ -50,7 +50,9 @@ class TableCheck:
 
 
 def _dsn(admin_dsn: str, database: str) -> str:
-    return make_conninfo(admin_dsn, dbname=database)
+    # The database may be the tenant's own: its owner's ALTER DATABASE ... SET (a search_path
+    # that puts its functions before pg_catalog's) must not reach our superuser session.
+    return admin_session_dsn(make_conninfo(admin_dsn, dbname=database), tenant_database=True)
 
 
 @contextmanager
@@ -122,7 +124,8 @@ def _run_tool(argv: list[str], dsn: str) -> str:
     params = conninfo_to_dict(dsn)
     env = {**os.environ, "PGHOST": str(params.get("host", "")), "PGPORT": str(params.get("port", "5432")),
            "PGUSER": str(params.get("user", "")), "PGPASSWORD": str(params.get("password", "")),
-           "PGDATABASE": str(params.get("dbname", "")), "PGCONNECT_TIMEOUT": "10"}
+           "PGDATABASE": str(params.get("dbname", "")), "PGOPTIONS": str(params.get("options", "")),
+           "PGCONNECT_TIMEOUT": "10"}
     result = subprocess.run(argv, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise ToolFailed(f"{Path(argv[0]).name} failed: {result.stderr.strip()[-2000:]}")
@@ -170,14 +173,15 @@ def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: Data
         schema_entry = re.compile(rf"^\d+; \d+ \d+ SCHEMA - {re.escape(source.schema)} ")
         keep = Path(workdir) / "list"
         keep.write_text("\n".join(line for line in listing.splitlines() if not schema_entry.match(line)))
+        # As the tenant's role: index expressions and constraints may call the tenant's functions.
         restore = [_tool("pg_restore", bin_dir), f"--use-list={keep}", "--exit-on-error", "--single-transaction",
-                   f"--dbname={target.database}"]
+                   f"--role={target.role}", f"--dbname={target.database}"]
         with _connect(source_dsn) as src, _connect(target_dsn) as dst:
             _recreate_target_schema(dst, tenant, target)
             _run_tool([*restore, "--section=pre-data", str(dump)], target_dsn)
             copied = {}
             for table in _tables(src, source.schema):
-                copied[table] = _copy_table(src, dst, source.schema, table)
+                copied[table] = _copy_table(src, dst, source.schema, table, target.role)
                 progress(table, copied[table])
                 between_tables()
             _run_tool([*restore, "--section=post-data", str(dump)], target_dsn)
@@ -189,9 +193,11 @@ def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: Data
     return copied
 
 
-def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, schema: str, table: str) -> int:
+def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, schema: str, table: str, role: str) -> int:
     name = q.SQL("{}.{}").format(q.Identifier(schema), q.Identifier(table))
     with dst.transaction():
+        # Writing the rows evaluates the tenant's CHECK constraints and generated columns: with its rights.
+        dst.execute(q.SQL("SET LOCAL ROLE {}").format(q.Identifier(role)))
         with src.cursor().copy(q.SQL("COPY {} TO STDOUT (FORMAT BINARY)").format(name)) as reader, \
                 dst.cursor() as cursor:
             with cursor.copy(q.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(name)) as writer:
@@ -206,7 +212,7 @@ def checksums(dsn: str, schema: str) -> dict[str, TableCheck]:
     with _connect(dsn) as conn:
         for table in _tables(conn, schema):
             rows, total = conn.execute(q.SQL(
-                "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text"
+                "SELECT count(*), coalesce(sum(('x' || pg_catalog.substr(pg_catalog.md5(t::text), 1, 15))::bit(60)::bigint), 0)::text"
                 " FROM {}.{} AS t").format(q.Identifier(schema), q.Identifier(table))).fetchone()
             found[table] = TableCheck(table, rows, total)
         for sequence in _sequences(conn, schema):

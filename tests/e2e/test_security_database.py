@@ -561,15 +561,6 @@ def _role_exists(admin, role: str) -> bool:
     return admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [role]).fetchone()[0] == 1
 
 
-MIGRATION_HOLE = (
-    "hole in tierdata.py: the migration's admin (superuser) sessions run the tenant's code. "
-    "{how} Fix: connect with postgres.admin_session_dsn(dsn, tenant_database=True) (and PGOPTIONS of the same "
-    "settings for pg_dump/pg_restore), and copy rows as the tenant's role (SET ROLE) rather than as the admin.")
-
-
-@pytest.mark.xfail(strict=True, reason=MIGRATION_HOLE.format(how=(
-    "Leaving the isolated tier, tierdata.checksums connects to the tenant's database without pinning its "
-    "search_path, so a database-level search_path makes md5() the tenant's.")))
 def test_leaving_the_isolated_tier_runs_no_tenant_function_as_admin(tenants, kube, connect, admin):
     name, witness = tenants.unique("mig-iso"), f"escalated_{secrets.token_hex(4)}"
     tenants.create(name, plan="professional", tier="isolated", database={"reclaimPolicy": "Delete"})
@@ -593,9 +584,6 @@ def test_leaving_the_isolated_tier_runs_no_tenant_function_as_admin(tenants, kub
             admin.execute(q.SQL("DROP ROLE {}").format(q.Identifier(witness)))
 
 
-@pytest.mark.xfail(strict=True, reason=MIGRATION_HOLE.format(how=(
-    "Entering the isolated tier, tierdata._copy_table COPYs the rows into the target as the admin, which "
-    "evaluates the tenant's CHECK constraints (and defaults, generated columns) with the admin's rights.")))
 def test_entering_the_isolated_tier_runs_no_tenant_function_as_admin(tenants, kube, connect, admin):
     name, witness = tenants.unique("mig-sh"), f"escalated_{secrets.token_hex(4)}"
     tenants.create(name, plan="professional", tier="shared", database={"reclaimPolicy": "Delete"})

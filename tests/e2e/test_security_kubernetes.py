@@ -448,11 +448,6 @@ def test_spec_the_schema_admits_but_the_operator_cannot_serve_is_a_false_conditi
     tenants.wait_ready(name, timeout=120)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in reconcile.converge: a TemplateError is reported with status.tier set to the spec's tier although "
-    "nothing was provisioned; changing spec.tier afterwards starts a tier migration from a tier the tenant never "
-    "lived in, which never ends, and deletion then waits for it forever. The TemplateError branch should keep "
-    "status.tier as it was (None for a tenant never provisioned)."))
 def test_a_tenant_refused_on_one_tier_can_be_moved_to_another(tenants, kube, plan_factory):
     plan = plan_factory({"tiers": ["shared", "isolated"], "workloads": {"isolated": {"template": "nope"}}})
     name = tenants.unique("retier")
@@ -482,11 +477,6 @@ def test_count_quota_in_fractions_is_a_false_condition(tenants, kube, operator, 
     assert tenants.condition(control, "Ready")["status"] == "True"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hole: a quota value the ResourceQuota refuses (pods: 1.5) still gets the namespace, the owners' "
-    "RoleBinding and the database, without quota or limits. Needs model.py to refuse fractional counts "
-    "(or render.resource_quota to raise SpecError for them, which tests/unit/test_render.py's fuzz strategy "
-    "must then allow for), or reconcile.converge to apply the quota before owner access and the database."))
 def test_count_quota_in_fractions_leaves_no_namespace_without_quota(tenants, kube):
     name = tenants.unique("fraction")
     tenants.create(name, plan="starter", quotaOverrides={"pods": "1.5"}, owners=[{"kind": "User", "name": "x"}])

@@ -87,7 +87,9 @@ def test_shared_tenant_role_creates_tables_in_its_own_schema_only(tenants, kube)
     with psycopg.connect(mine["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id serial PRIMARY KEY, note text)")
         conn.execute("INSERT INTO orders (note) VALUES ('first')")
-        schema = conn.execute("SELECT schemaname FROM pg_tables WHERE tablename = 'orders'").fetchone()[0]
+        # The schema the unqualified name landed in, whatever other schemas hold an `orders`.
+        schema = conn.execute(
+            "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'orders'::regclass").fetchone()[0]
         assert schema == mine["schema"]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f'CREATE TABLE "{theirs["schema"]}".stolen (id int)')

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tenant_operator import lifecycle, postgres, snapshot
+from tenant_operator import lifecycle, postgres, snapshot, tierdata
 from tenant_operator.kube import KINDS, ObjectRef
 from tenant_operator.names import FINALIZER
 from tenant_operator.reconcile import Context
@@ -218,19 +218,62 @@ def test_snapshot_pass_after_the_drop_finds_the_dump_again(world, monkeypatch, t
     assert "acme-20300101T000001Z.dump" in message
 
 
-def test_deletion_waits_for_a_running_migration_and_touches_nothing(world, monkeypatch, tmp_path):
+class FakeTierData:
+    """What tierdata would do to the two places of a migrating tenant, recorded in order."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        monkeypatch.setattr(tierdata, "drop_target", lambda dsn, tenant, target: self._record("drop", target))
+        monkeypatch.setattr(tierdata, "unmark", lambda dsn, target: self._record("unmark", target))
+        monkeypatch.setattr(tierdata, "quarantine", lambda dsn, source, name: self._record("quarantine", source))
+
+    def _record(self, verb: str, placement) -> bool:
+        self.calls.append(f"{verb} {placement.tier}")
+        return True
+
+
+def test_deletion_before_the_switch_drops_the_target_and_reclaims_the_source(world, monkeypatch, tmp_path):
     ctx, _ = world
-    data = FakeData()
+    data, moves = FakeData(), FakeTierData(monkeypatch)
     data.install(monkeypatch, tmp_path)
     migration = {"from": "shared", "to": "isolated", "step": "copy", "started": "2030-01-01T00:00:00Z"}
-    outcome = run(ctx, tenant_body("Delete", migration=migration))
-    assert outcome.requeue_after == lifecycle.MIGRATION_POLL
-    assert data.calls == []
-    assert [verb for verb, _ in ctx.kube.calls] == ["status"]
+    run(ctx, tenant_body("Delete", migration=migration))
+
+    assert moves.calls == ["drop isolated"]
+    assert data.calls == ["drop shared"]  # the policy then deals with the tenant's one home
+    assert "migration" not in ctx.kube.statuses[-1]
+    assert ctx.kube.statuses[-1]["tier"] == "shared"
+    assert "MigrationSettled" in [reason for reason, _ in ctx.kube.events]
+
+
+def test_deletion_after_the_switch_quarantines_the_source_and_keeps_the_target(world, monkeypatch, tmp_path):
+    ctx, _ = world
+    data, moves = FakeData(), FakeTierData(monkeypatch)
+    data.install(monkeypatch, tmp_path)
+    migration = {"from": "shared", "to": "isolated", "step": "switch", "started": "2030-01-01T00:00:00Z"}
+    run(ctx, tenant_body("Retain", migration=migration))
+
+    assert moves.calls == ["unmark isolated", "quarantine shared"]
+    assert data.calls == ["login False"]
     status = ctx.kube.statuses[-1]
-    assert status["migration"] == migration  # the operator's own field survives the status write
-    assert status["conditions"][0]["reason"] == "WaitingForMigration"
-    assert "step copy" in status["conditions"][0]["message"]
+    assert "migration" not in status and status["tier"] == "isolated"
+    assert "database tenant_acme kept" in status["conditions"][0]["message"]
+
+
+def test_deletion_of_a_migrating_tenant_during_an_outage_keeps_the_record(world, monkeypatch, tmp_path):
+    ctx, _ = world
+    FakeData().install(monkeypatch, tmp_path)
+
+    def unavailable(*args):
+        raise postgres.DatabaseUnavailable("PostgreSQL at db:5432/tenants is unavailable")
+
+    monkeypatch.setattr(tierdata, "drop_target", unavailable)
+    migration = {"from": "shared", "to": "isolated", "step": "copy", "started": "2030-01-01T00:00:00Z"}
+    outcome = run(ctx, tenant_body("Delete", migration=migration))
+
+    assert outcome.failed
+    assert ctx.kube.statuses[-1]["migration"] == migration  # retried from the same step
+    assert ctx.kube.statuses[-1]["conditions"][0]["reason"] == "DatabaseUnavailable"
 
 
 def test_database_outage_becomes_a_condition_and_a_retry(world, monkeypatch, tmp_path):

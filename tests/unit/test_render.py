@@ -582,14 +582,15 @@ def full_tenant(name: str = "acme", **spec) -> Tenant:
 def all_tenant_objects(one: Tenant, one_plan: TenantPlan, tier: str = "isolated") -> list[dict]:
     groups = render.tenant_objects(one, one_plan, SETTINGS, tier)
     secret = render.database_secret(one, "db", 5432, "tenants", "public", "pw")
-    return [*groups["namespace"], *groups["quota"], *groups["workloads"], secret]
+    return [*groups["namespace"], *groups["quota"], *groups["access"], *groups["workloads"], secret]
 
 
-def test_tenant_objects_are_grouped_by_the_condition_they_answer_to():
+def test_tenant_objects_are_grouped_in_the_order_they_are_applied():
     groups = render.tenant_objects(full_tenant(), plan(), SETTINGS, "isolated")
 
-    assert [doc["kind"] for doc in groups["namespace"]] == ["Namespace", "NetworkPolicy", "RoleBinding"]
+    assert [doc["kind"] for doc in groups["namespace"]] == ["Namespace", "NetworkPolicy"]
     assert [doc["kind"] for doc in groups["quota"]] == ["ResourceQuota", "LimitRange"]
+    assert [doc["kind"] for doc in groups["access"]] == ["RoleBinding"]  # owners get in once the quota holds
     assert sorted(doc["kind"] for doc in groups["workloads"]) == ["Deployment", "Service"]
 
 

@@ -98,7 +98,7 @@ def render_everything(tenant: Tenant, plan: TenantPlan, tier: str) -> list[dict]
             assert re.fullmatch(r"[A-Z][A-Za-z]+", error.reason)
         return None
     event("rendered")
-    return [*groups["namespace"], *groups["quota"], *groups["workloads"]]
+    return [*groups["namespace"], *groups["quota"], *groups["access"], *groups["workloads"]]
 
 
 # --- rendering ------------------------------------------------------------------------------------------
