@@ -4,7 +4,7 @@ VENV := .venv
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test unit e2e crds assets system clean
+.PHONY: run test unit e2e crds manifests assets system clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	bash hack/ensure-system.sh
@@ -30,6 +30,10 @@ unit: $(INSTALLED)
 
 crds: $(INSTALLED)
 	$(VENV)/bin/tenant-operator crds --output crds
+
+## The chart's and manifests/' copies of the CRDs and owners' role, after a change to either.
+manifests: crds assets
+	$(VENV)/bin/python hack/sync-manifests.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -104,8 +104,10 @@ class Controller:
             self.queue.drop(name)
             metrics.forget_tenant(name)
             return
+        previous = self.tenants.get(name)
         self.tenants[name] = body
-        self.queue.add(name)
+        if previous is None or _asks_for_reconcile(previous, body):
+            self.queue.add(name)
 
     def plan_seen(self, event_type: str, body: dict) -> None:
         name = body["metadata"]["name"]
@@ -165,3 +167,14 @@ def _copy(body: dict) -> dict:
     import copy
 
     return copy.deepcopy(body)
+
+
+# What a person or another controller changes on a Tenant. A change of status alone is
+# the operator's own write coming back through the watch: reconciling it again would only
+# read every object to find nothing to do (resync still looks at every tenant).
+_WATCHED_METADATA = ("generation", "deletionTimestamp", "annotations", "labels", "finalizers")
+
+
+def _asks_for_reconcile(previous: dict, current: dict) -> bool:
+    before, after = previous.get("metadata") or {}, current.get("metadata") or {}
+    return any(before.get(key) != after.get(key) for key in _WATCHED_METADATA)

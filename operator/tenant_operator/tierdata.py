@@ -174,8 +174,9 @@ def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: Data
         keep = Path(workdir) / "list"
         keep.write_text("\n".join(line for line in listing.splitlines() if not schema_entry.match(line)))
         # As the tenant's role: index expressions and constraints may call the tenant's functions.
+        # Everything restored belongs to that role, whoever owned it in the source.
         restore = [_tool("pg_restore", bin_dir), f"--use-list={keep}", "--exit-on-error", "--single-transaction",
-                   f"--role={target.role}", f"--dbname={target.database}"]
+                   f"--role={target.role}", "--no-owner", f"--dbname={target.database}"]
         with _connect(source_dsn) as src, _connect(target_dsn) as dst:
             _recreate_target_schema(dst, tenant, target)
             _run_tool([*restore, "--section=pre-data", str(dump)], target_dsn)

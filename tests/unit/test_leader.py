@@ -251,7 +251,7 @@ def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(
 
         leading["now"] = False
         controller.leadership_lost()
-        controller.tenant_seen("MODIFIED", {"metadata": {"name": "a"}})
+        controller.tenant_seen("MODIFIED", {"metadata": {"name": "a", "generation": 2}})
         await asyncio.sleep(0.05)
         assert sorted(reconciled) == ["a", "b", "c"]  # nothing more once the lease is gone
         assert set(controller.tenants) == {"a", "b", "c"}
