@@ -163,23 +163,121 @@ ResourceName = Annotated[
 _FIRST_BAD_RESOURCE_NAME = (
     f"self.filter(k, size(k) > {RESOURCE_NAME_MAX_LENGTH} || !k.matches('{RESOURCE_NAME_PATTERN}'))[0]"
 )
+_RESOURCE_NAME_RULE = {
+    **cel(
+        f"self.all(k, size(k) <= {RESOURCE_NAME_MAX_LENGTH} && k.matches('{RESOURCE_NAME_PATTERN}'))",
+        f"resource names must be {RESOURCE_NAME_RULES}",
+    ),
+    "messageExpression": (
+        f"\"invalid resource name '\" + {_FIRST_BAD_RESOURCE_NAME}"
+        f" + \"': resource names must be {RESOURCE_NAME_RULES}\""
+    ),
+}
 ResourceMap = Annotated[
+    dict[ResourceName, Quantity],
+    Field(max_length=MAX_RESOURCE_ENTRIES, json_schema_extra=_validations(_RESOURCE_NAME_RULE)),
+]
+
+# What a ResourceQuota counts without a domain prefix (Kubernetes' validation of spec.hard),
+# besides hugepages-<size>; a name with a domain (count/deployments.apps, example.com/gpu)
+# is counted too. The looser resource-name rule above lets more through.
+QUOTA_RESOURCES = (
+    "configmaps", "cpu", "ephemeral-storage", "limits.cpu", "limits.ephemeral-storage", "limits.memory", "memory",
+    "persistentvolumeclaims", "pods", "replicationcontrollers", "requests.cpu", "requests.ephemeral-storage",
+    "requests.memory", "requests.storage", "resourcequotas", "secrets", "services", "services.loadbalancers",
+    "services.nodeports",
+)
+QUOTA_HUGEPAGES_PREFIXES = ("hugepages-", "requests.hugepages-")
+QUOTA_NAME_MESSAGE = (
+    "a ResourceQuota counts only " + ", ".join(QUOTA_RESOURCES)
+    + ", hugepages-<size>, or names with a domain such as count/deployments.apps or example.com/gpu"
+)
+# Counted in whole numbers (Kubernetes' IsIntegerResourceName): objects, and extended
+# resources - a name with a domain outside kubernetes.io that is not requests.<...>.
+QUOTA_OBJECT_COUNTS = (
+    "configmaps", "persistentvolumeclaims", "pods", "replicationcontrollers", "resourcequotas", "secrets",
+    "services", "services.loadbalancers", "services.nodeports",
+)
+WHOLE_NUMBER_MESSAGE = "objects (pods, services, count/...) and extended resources are counted in whole numbers"
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+_CEL_QUOTA_NAME = (
+    f"(k.contains('/') || k in {_cel_list(QUOTA_RESOURCES)}"
+    + "".join(f" || k.startsWith('{prefix}')" for prefix in QUOTA_HUGEPAGES_PREFIXES) + ")"
+)
+_CEL_WHOLE = (
+    f"(k in {_cel_list(QUOTA_OBJECT_COUNTS)}"
+    " || (k.contains('/') && !k.startsWith('requests.') && !k.contains('kubernetes.io/')))"
+)
+# A value that is no quantity at all is left to the Quantity rule, so it gets one message.
+# CEL's isInteger() is false for every binary suffix (1Ki) and beyond an int64: a whole
+# number before a binary suffix is whole, and from 1E up a count means "no limit" (and
+# ResourceQuota takes it). _whole() below says the same in Python.
+WHOLE_ENOUGH = 10**18
+BINARY_SUFFIXED = r"^[0-9.]+[KMGTPE]i$"
+WHOLE_BINARY = r"^[0-9]+[KMGTPE]i$"
+_CEL_WHOLE_VALUE = (
+    "(type(self[k]) == int || !isQuantity(self[k]) || quantity(self[k]).isInteger()"
+    f" || self[k].matches('{WHOLE_BINARY}') || quantity(self[k]).compareTo(quantity('1E')) >= 0)"
+)
+
+
+def quota_name_allowed(key: str) -> bool:
+    return "/" in key or key in QUOTA_RESOURCES or key.startswith(QUOTA_HUGEPAGES_PREFIXES)
+
+
+def counted_whole(key: str) -> bool:
+    return key in QUOTA_OBJECT_COUNTS or (
+        "/" in key and not key.startswith("requests.") and "kubernetes.io/" not in key)
+
+
+def _whole(value: str) -> bool:
+    from kubernetes.utils.quantity import parse_quantity
+
+    amount = parse_quantity(value)
+    if amount >= WHOLE_ENOUGH:
+        return True
+    if re.fullmatch(BINARY_SUFFIXED, value):
+        return re.fullmatch(WHOLE_BINARY, value) is not None
+    return amount == amount.to_integral_value()
+
+
+def _quota_entries(quota: dict[str, str]) -> dict[str, str]:
+    for key, value in quota.items():
+        if not quota_name_allowed(key):
+            raise ValueError(f"{key!r} cannot go into a ResourceQuota: {QUOTA_NAME_MESSAGE}")
+        if counted_whole(key) and not _whole(value):
+            raise ValueError(f"{key}: {value} is not a whole number: {WHOLE_NUMBER_MESSAGE}")
+    return quota
+
+
+QuotaMap = Annotated[
     dict[ResourceName, Quantity],
     Field(
         max_length=MAX_RESOURCE_ENTRIES,
         json_schema_extra=_validations(
+            _RESOURCE_NAME_RULE,
             {
-                **cel(
-                    f"self.all(k, size(k) <= {RESOURCE_NAME_MAX_LENGTH} && k.matches('{RESOURCE_NAME_PATTERN}'))",
-                    f"resource names must be {RESOURCE_NAME_RULES}",
-                ),
+                **cel(f"self.all(k, {_CEL_QUOTA_NAME})", QUOTA_NAME_MESSAGE),
                 "messageExpression": (
-                    f"\"invalid resource name '\" + {_FIRST_BAD_RESOURCE_NAME}"
-                    f" + \"': resource names must be {RESOURCE_NAME_RULES}\""
+                    f"\"'\" + self.filter(k, !{_CEL_QUOTA_NAME})[0]"
+                    f" + \"' cannot go into a ResourceQuota: {QUOTA_NAME_MESSAGE}\""
+                ),
+            },
+            {
+                **cel(f"self.all(k, !{_CEL_WHOLE} || {_CEL_WHOLE_VALUE})", WHOLE_NUMBER_MESSAGE),
+                "messageExpression": (
+                    f"self.filter(k, {_CEL_WHOLE} && !{_CEL_WHOLE_VALUE})[0]"
+                    f" + \" is not a whole number: {WHOLE_NUMBER_MESSAGE}\""
                 ),
             },
         ),
     ),
+    AfterValidator(_quota_entries),
 ]
 
 Timestamp = Annotated[str, AfterValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
@@ -299,7 +397,7 @@ class TenantPlanSpec(_Spec):
     """A plan tenants subscribe to: quotas, container limits, allowed tiers and workloads."""
 
     display_name: DisplayName | None = None
-    quota: ResourceMap = Field(
+    quota: QuotaMap = Field(
         default={}, description="ResourceQuota hard limits of each tenant namespace, such as cpu, pods or requests.storage."
     )
     limits: LimitsSpec = Field(default=LimitsSpec(), description="LimitRange container defaults and bounds.")
@@ -373,7 +471,7 @@ class TenantSpec(_Spec):
     owners: list[Owner] = Field(
         default=[], max_length=MAX_OWNERS, description="Subjects bound to the admin role in the tenant namespace."
     )
-    quota_overrides: ResourceMap = Field(default={}, description="Per-tenant entries replacing the plan's quota.")
+    quota_overrides: QuotaMap = Field(default={}, description="Per-tenant entries replacing the plan's quota.")
     database: DatabaseSpec = Field(default=DatabaseSpec(), description="The tenant's database.")
     suspended: bool = Field(
         default=False, description="Scale the tenant's workloads to zero and block its database login, keeping all data."

@@ -19,6 +19,7 @@ import jinja2
 import yaml
 
 from tenant_operator import names
+from tenant_operator.model import QUOTA_NAME_MESSAGE, quota_name_allowed
 from tenant_operator.settings import Settings
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -62,16 +63,8 @@ def _resource_map(resources: dict | None) -> dict[str, str]:
     return {key: str(quantity) for key, quantity in sorted((resources or {}).items())}
 
 
-# What a ResourceQuota counts (Kubernetes' own validation of spec.hard, which the CRD's
-# looser resource-name rule lets more through than): these names, hugepages, or a name
-# with a domain prefix (count/deployments.apps, example.com/gpu, <class>.storageclass...).
-QUOTA_RESOURCES = frozenset({
-    "cpu", "memory", "ephemeral-storage", "requests.cpu", "requests.memory", "requests.storage",
-    "requests.ephemeral-storage", "limits.cpu", "limits.memory", "limits.ephemeral-storage", "pods",
-    "resourcequotas", "services", "replicationcontrollers", "secrets", "persistentvolumeclaims", "configmaps",
-    "services.nodeports", "services.loadbalancers",
-})
-QUOTA_HUGEPAGES_PREFIXES = ("hugepages-", "requests.hugepages-")
+# The key rules beyond the CRD's (model.py refuses unknown names and fractional counts
+# already); kept here so that what the operator applies never depends on admission alone.
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _QUALIFIED_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
@@ -83,9 +76,8 @@ def _quota_key_problem(key: str) -> str | None:
     if len(name) > 63 or not _QUALIFIED_NAME_PART.fullmatch(name):
         return ("the name must be at most 63 letters, digits, '-', '_' or '.', "
                 "starting and ending with a letter or digit")
-    if not slash and key not in QUOTA_RESOURCES and not key.startswith(QUOTA_HUGEPAGES_PREFIXES):
-        return ("a ResourceQuota counts only " + ", ".join(sorted(QUOTA_RESOURCES)) +
-                ", hugepages-<size>, or names with a domain such as count/deployments.apps or example.com/gpu")
+    if not quota_name_allowed(key):
+        return QUOTA_NAME_MESSAGE
     return None
 
 

@@ -205,6 +205,20 @@ def test_api_refuses_resource_name_and_names_the_offender(api):
     assert "starting with a lowercase letter or digit" in message and "hugepages-2Mi" in message
 
 
+def test_api_refuses_a_quota_entry_no_resourcequota_counts_and_names_it(api):
+    message = api.tenant_refusal({"quotaOverrides": {"cpu": "2", "gpus": "1"}})
+
+    assert "spec.quotaOverrides" in message
+    assert "'gpus' cannot go into a ResourceQuota" in message and "count/deployments.apps" in message
+
+
+@pytest.mark.parametrize("key", ["pods", "count/deployments.apps"])
+def test_api_refuses_objects_counted_in_fractions(api, key):
+    message = api.tenant_refusal({"quotaOverrides": {key: "1.5"}})
+
+    assert f"{key} is not a whole number" in message
+
+
 def test_api_lists_every_mistake_in_one_answer(api):
     message = api.tenant_refusal({"plan": "Free_Plan", "quotaOverrides": {"pods": "lots"},
                                   "owners": [{"kind": "ServiceAccount", "name": "ci"}]}, name="Acme")
@@ -230,6 +244,14 @@ def test_api_prunes_unknown_spec_field_without_strict_validation(api):
 
 
 # --- TenantPlan spec ----------------------------------------------------------
+
+
+def test_api_refuses_plan_quota_that_no_resourcequota_counts(api):
+    status, message = api.refusal(TENANT_PLAN, unique("validation-quota"), {"quota": {"storage": "1Gi", "pods": "2.5"}})
+
+    assert status == 422, message
+    assert "'storage' cannot go into a ResourceQuota" in message and "requests.storage" in message
+    assert "pods is not a whole number" in message
 
 
 def test_api_refuses_plan_with_empty_tiers(api):
@@ -291,14 +313,31 @@ def test_api_accepts_plan_with_numeric_quota_and_fills_in_tiers(api):
 
 QUANTITIES = ["0", "00", "20", "500m", "1.5", ".5", "1.", "2Gi", "1Ki", "10M", "1k", "1n", "1E", "1Ei", "1e3",
               "1e99", "9" * 64, "1K", "1ki", "+1", "-1", "-0", "1e-3", "1e100", "1e99999999999999999999",
-              "lots", "", " 1", "1 Gi", "0x10", "1.1.", "Gi"]
+              "lots", "", " 1", "1 Gi", "0x10", "1.1.", "Gi", "0.5Ki", "1.5Ki", "1.5k", "1.0001k", "1Pi", "1.0Ki", "2.5e3",
+              "999999999999999999", "1000000000000000001", "0.1E"]
+
+
+# What a ResourceQuota counts, and which of those in whole numbers, by kind of name.
+QUOTA_KEYS = ["cpu", "pods", "count/deployments.apps", "requests.example.com/gpu", "example.com/gpu", "gpus", "requests.gpu",
+              "storage", "limits.storage", "hugepages-2Mi", "requests.hugepages-1Gi", "limits.hugepages-1Gi",
+              "services.nodeports", "kubernetes.io/thing"]
 
 
 @pytest.mark.parametrize("quantity", QUANTITIES)
-def test_api_and_model_agree_on_every_quantity(kube, quantity):
-    # The CEL rule and the Python validator share one pattern; this proves they
-    # mean the same, so the operator can read whatever the API server stored.
-    spec = {"plan": NO_SUCH_PLAN, "quotaOverrides": {"cpu": quantity}}
+@pytest.mark.parametrize("key", ["cpu", "pods"])
+def test_api_and_model_agree_on_every_quantity(kube, key, quantity):
+    # The CEL rules and the Python validators share their patterns and lists; this proves
+    # they mean the same, so the operator can read whatever the API server stored.
+    _agree(kube, {"plan": NO_SUCH_PLAN, "quotaOverrides": {key: quantity}})
+
+
+@pytest.mark.parametrize("quantity", ["1", "500m", 3])
+@pytest.mark.parametrize("key", QUOTA_KEYS)
+def test_api_and_model_agree_on_every_kind_of_quota_name(kube, key, quantity):
+    _agree(kube, {"plan": NO_SUCH_PLAN, "quotaOverrides": {key: quantity}})
+
+
+def _agree(kube, spec: dict) -> None:
     body = {"apiVersion": API_VERSION, "kind": "Tenant", "metadata": {"name": unique("dry-run")}, "spec": spec}
     try:
         kube.request("POST", TENANT.collection_path(), [("dryRun", "All")], body)

@@ -231,9 +231,12 @@ def test_quantity_maps_carry_key_and_value_rules(documents):
     quota = _root(documents[PLANS])["properties"]["spec"]["properties"]["quota"]
 
     assert quota["type"] == "object" and quota["maxProperties"] == 64
-    assert any(RESOURCE_NAME_PATTERN in rule["rule"] for rule in quota["x-kubernetes-validations"])
-    (key_rule,) = quota["x-kubernetes-validations"]
+    key_rule, quota_name_rule, whole_rule = quota["x-kubernetes-validations"]
+    assert RESOURCE_NAME_PATTERN in key_rule["rule"]
     assert "invalid resource name '" in key_rule["messageExpression"]
+    assert "cannot go into a ResourceQuota" in quota_name_rule["messageExpression"]
+    assert "quantity(self[k]).isInteger()" in whole_rule["rule"]
+    assert "is not a whole number" in whole_rule["messageExpression"]
     value = quota["additionalProperties"]
     # `pods: 20` and `pods: "20"` alike; the bound keeps CEL's cost estimate small.
     assert value["x-kubernetes-int-or-string"] is True and "type" not in value

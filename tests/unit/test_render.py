@@ -662,6 +662,13 @@ quantities = st.one_of(
 )
 resource_names = st.sampled_from(["cpu", "memory", "pods", "services", "requests.cpu", "limits.memory",
                                   "requests.storage", "count/deployments.apps", "hugepages-2Mi"])
+
+
+def whole_counts(quota: dict) -> dict:
+    """Only what the CRD admits: objects (pods, count/...) in whole numbers."""
+    return {key: value for key, value in quota.items() if not model.counted_whole(key) or model._whole(str(value))}
+
+
 plan_names = st.from_regex(model.DNS_SUBDOMAIN_PATTERN, fullmatch=True).filter(lambda n: len(n) <= 63)
 
 
@@ -669,8 +676,8 @@ plan_names = st.from_regex(model.DNS_SUBDOMAIN_PATTERN, fullmatch=True).filter(l
 @given(
     name=tenant_names(),
     plan_name=plan_names,
-    quota=st.dictionaries(resource_names, quantities, max_size=5),
-    overrides=st.dictionaries(resource_names, quantities, max_size=3),
+    quota=st.dictionaries(resource_names, quantities, max_size=5).map(whole_counts),
+    overrides=st.dictionaries(resource_names, quantities, max_size=3).map(whole_counts),
     suspended=st.booleans(),
     isolation=st.booleans(),
 )
