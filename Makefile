@@ -4,7 +4,7 @@ VENV := .venv
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test unit e2e crds manifests assets system clean
+.PHONY: run test unit e2e bench crds manifests assets system clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	bash hack/ensure-system.sh
@@ -27,6 +27,12 @@ test: assets
 
 unit: $(INSTALLED)
 	$(VENV)/bin/pytest tests/unit $(ARGS)
+
+## The benchmarks at the sizes the README quotes (about an hour); figures in bench/results/.
+bench: assets
+	$(VENV)/bin/python bench/provision.py --tenants 100 1000 --isolated-fraction 0 0.1 --runs 3
+	$(VENV)/bin/python bench/idle.py --tenants 1000 --seconds 300
+	$(VENV)/bin/python bench/migration.py --megabytes 100 1000 --runs 3
 
 crds: $(INSTALLED)
 	$(VENV)/bin/tenant-operator crds --output crds

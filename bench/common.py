@@ -15,6 +15,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,24 +79,83 @@ def create_tenants(kube: Kube, tenants: list[tuple[str, str]], threads: int = 8)
         list(pool.map(lambda item: kube.create(TENANT.collection_path(), tenant_body(*item)), tenants))
 
 
-def ready_count(kube: Kube) -> tuple[int, int]:
-    items = kube.request("GET", TENANT.collection_path())["items"]
-    ready = sum(1 for item in items for c in (item.get("status") or {}).get("conditions", [])
-                if c["type"] == "Ready" and c["status"] == "True")
-    return ready, len(items)
+class ReadyTenants:
+    """Which tenants are Ready, kept up to date by one watch.
+
+    Polling a LIST of a thousand tenants every half second would load the API
+    server the operator is being measured on; one watch costs it almost nothing.
+    """
+
+    def __init__(self, kube: Kube):
+        self.kube = kube
+        self._ready: dict[str, bool] = {}
+        self._changed = threading.Condition()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="ready-tenants", daemon=True)
+
+    def __enter__(self) -> "ReadyTenants":
+        listed = self.kube.request("GET", TENANT.collection_path())
+        self._update(listed["items"])
+        self._version = listed["metadata"]["resourceVersion"]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stopped.set()
+
+    def count(self) -> int:
+        with self._changed:
+            return sum(self._ready.values())
+
+    def wait(self, expected: int, timeout: float, operator: OperatorProcess | None = None) -> float:
+        """Seconds until `expected` tenants are Ready."""
+        started = time.monotonic()
+        with self._changed:
+            while sum(self._ready.values()) < expected:
+                if operator and operator.process.poll() is not None:
+                    raise RuntimeError(f"the operator exited; log: {operator.log_path}")
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"{sum(self._ready.values())}/{expected} tenants Ready after {timeout}s")
+                self._changed.wait(1.0)
+        return time.monotonic() - started
+
+    def _follow(self) -> None:
+        from kubernetes import client, watch
+
+        api = client.CustomObjectsApi(self.kube.api_client)
+        group, version = TENANT.api_version.split("/")
+        while not self._stopped.is_set():
+            try:
+                stream = watch.Watch().stream(api.list_cluster_custom_object, group, version, TENANT.plural,
+                                              resource_version=self._version, timeout_seconds=30)
+                for event in stream:
+                    self._version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] == "DELETED":
+                        with self._changed:
+                            self._ready.pop(event["object"]["metadata"]["name"], None)
+                    else:
+                        self._update([event["object"]])
+                    if self._stopped.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - the cluster went away at the end of a run, or the watch expired
+                if self._stopped.wait(1.0):
+                    return
+                listed = self.kube.request("GET", TENANT.collection_path())
+                self._update(listed["items"])
+                self._version = listed["metadata"]["resourceVersion"]
+
+    def _update(self, items: list[dict]) -> None:
+        with self._changed:
+            for item in items:
+                self._ready[item["metadata"]["name"]] = any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (item.get("status") or {}).get("conditions", []))
+            self._changed.notify_all()
 
 
 def wait_all_ready(kube: Kube, expected: int, timeout: float, operator: OperatorProcess | None = None) -> float:
-    started = time.monotonic()
-    while True:
-        ready, _ = ready_count(kube)
-        if ready >= expected:
-            return time.monotonic() - started
-        if operator and operator.process.poll() is not None:
-            raise RuntimeError(f"the operator exited; log: {operator.log_path}")
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{ready}/{expected} tenants Ready after {timeout}s")
-        time.sleep(0.5)
+    with ReadyTenants(kube) as ready:
+        return ready.wait(expected, timeout, operator)
 
 
 def metric(text: str, name: str) -> float:

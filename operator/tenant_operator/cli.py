@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def _run(args: argparse.Namespace) -> int:
     import tenant_operator.handlers  # noqa: F401 - registers the handlers with kopf
 
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:
+        # kopf logs every handler call at INFO: a line per watch event, thousands a minute at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=True,
         # With the Lease deciding who reconciles, kopf's own peering must stay out of the way.

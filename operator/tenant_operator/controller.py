@@ -16,13 +16,16 @@ from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator import metrics, postgres, render
+from tenant_operator import events, metrics, names, postgres, render
 from tenant_operator.drift import needs_apply
 from tenant_operator.kube import TENANT_PLAN, Kube, ObjectRef
-from tenant_operator.reconcile import Context, Outcome, reconcile
+from tenant_operator.reconcile import Context, Outcome, available as _available, reconcile
 from tenant_operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
+
+# On shutdown, events not yet posted get this long; they tell what the last reconciles did.
+EVENTS_FLUSH_SECONDS = 5.0
 
 
 @dataclasses.dataclass
@@ -32,6 +35,8 @@ class Controller:
     executor: concurrent.futures.ThreadPoolExecutor
     tenants: dict[str, dict] = dataclasses.field(default_factory=dict)
     plans: dict[str, dict] = dataclasses.field(default_factory=dict)
+    workloads: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
+    """Whether each of our Deployments (namespace, name) was Available when last seen."""
     tasks: list[asyncio.Task] = dataclasses.field(default_factory=list)
     leading: Callable[[], bool] = lambda: True
     """Whether this replica may reconcile now: always, unless leader election says otherwise."""
@@ -41,7 +46,7 @@ class Controller:
     @classmethod
     def create(cls, kube: Kube, settings) -> "Controller":
         plans: dict[str, dict] = {}
-        context = Context(kube=kube, settings=settings, plan_body=plans.get)
+        context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube))
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.workers,
                                                          thread_name_prefix="reconcile")
@@ -84,6 +89,7 @@ class Controller:
             log.info("waiting up to %.0fs for %d running reconcile(s)", drain_seconds, len(running))
             await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, running, drain_seconds)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.context.events.flush, EVENTS_FLUSH_SECONDS)
 
     def leadership_gained(self) -> None:
         """Reconcile every tenant: the previous leader may have left any of them half done."""
@@ -121,6 +127,32 @@ class Controller:
         for tenant_name, tenant in self.tenants.items():
             if (tenant.get("spec") or {}).get("plan") == name:
                 self.queue.add(tenant_name)
+
+    def workload_seen(self, event_type: str, body: dict) -> None:
+        """A Deployment of ours changed: its tenant is reconciled when it became (un)available or vanished.
+
+        Tenants waiting for their workloads are woken by this instead of polling
+        for them; a Deployment deleted by someone is put back at once.
+        """
+        meta = body["metadata"]
+        key = (meta.get("namespace"), meta["name"])
+        available = _available(body)
+        previous = self.workloads.get(key)
+        if event_type == "DELETED":
+            self.workloads.pop(key, None)
+        else:
+            self.workloads[key] = available
+            if previous is None or previous == available:
+                return  # first sight (start-up, or our own create): tenants are reconciled anyway
+        tenant = (meta.get("labels") or {}).get(names.LABEL_TENANT)
+        if tenant:
+            if tenant in self.tenants:
+                self.queue.add(tenant)
+        elif key[0] == self.context.settings.shared_namespace:
+            self.context.shared_workload.forget()
+            for name, body in self.tenants.items():
+                if (body.get("status") or {}).get("tier") != "isolated":
+                    self.queue.add(name)
 
     async def _resync(self, period: float) -> None:
         while True:
@@ -172,9 +204,13 @@ def _copy(body: dict) -> dict:
 # What a person or another controller changes on a Tenant. A change of status alone is
 # the operator's own write coming back through the watch: reconciling it again would only
 # read every object to find nothing to do (resync still looks at every tenant).
-_WATCHED_METADATA = ("generation", "deletionTimestamp", "annotations", "labels", "finalizers")
+_WATCHED_METADATA = ("generation", "deletionTimestamp", "annotations", "labels")
 
 
 def _asks_for_reconcile(previous: dict, current: dict) -> bool:
     before, after = previous.get("metadata") or {}, current.get("metadata") or {}
-    return any(before.get(key) != after.get(key) for key in _WATCHED_METADATA)
+    if any(before.get(key) != after.get(key) for key in _WATCHED_METADATA):
+        return True
+    # Of the finalizers only ours matters, and only its absence: adding it is our own first
+    # write of every new tenant, and reconciling on its echo would read the whole tenant again.
+    return names.FINALIZER not in (after.get("finalizers") or [])

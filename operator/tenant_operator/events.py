@@ -1,8 +1,16 @@
-"""Events on Tenants, posted only when something happened (a write each, so never on a no-op)."""
+"""Events on Tenants, posted only when something happened (a write each, so never on a no-op).
+
+The operator posts them from a thread of its own, as client-go's event recorder
+does: a reconcile never waits for an event, and a slow or failing API server
+costs events, not reconciles. Tests and one-shot tools post synchronously.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 import uuid
 
 from tenant_operator.conditions import now
@@ -13,12 +21,63 @@ log = logging.getLogger(__name__)
 
 # Events about cluster-scoped objects live in "default", where `kubectl describe` looks for them.
 EVENTS_NAMESPACE = "default"
+# Beyond this many events waiting to be posted, new ones are dropped (and logged), not queued.
+BACKLOG = 10_000
 
 
-def post(kube: Kube, tenant_body: dict, reason: str, message: str, warning: bool = False) -> None:
+class Recorder:
+    """Posts each event before returning."""
+
+    def __init__(self, kube: Kube):
+        self.kube = kube
+
+    def post(self, tenant_body: dict, reason: str, message: str, warning: bool = False) -> None:
+        self._send(event(tenant_body, reason, message, warning))
+
+    def flush(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for events not yet posted."""
+
+    def _send(self, body: dict) -> None:
+        try:
+            self.kube.create(f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", body)
+        except Exception as error:  # noqa: BLE001 - an event lost is not worth failing a reconcile
+            log.warning("could not post event %s for tenant %s: %s", body["reason"],
+                        body["involvedObject"]["name"], error)
+
+
+class BackgroundRecorder(Recorder):
+    """Queues events and posts them in order from one daemon thread."""
+
+    def __init__(self, kube: Kube):
+        super().__init__(kube)
+        self._queue: queue.Queue[dict] = queue.Queue(maxsize=BACKLOG)
+        threading.Thread(target=self._run, name="events", daemon=True).start()
+
+    def post(self, tenant_body: dict, reason: str, message: str, warning: bool = False) -> None:
+        body = event(tenant_body, reason, message, warning)
+        try:
+            self._queue.put_nowait(body)
+        except queue.Full:
+            log.warning("event backlog full, dropped event %s for tenant %s", reason, body["involvedObject"]["name"])
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        while True:
+            body = self._queue.get()
+            try:
+                self._send(body)
+            finally:
+                self._queue.task_done()
+
+
+def event(tenant_body: dict, reason: str, message: str, warning: bool = False) -> dict:
     meta = tenant_body["metadata"]
     timestamp = now()
-    event = {
+    return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": EVENTS_NAMESPACE},
@@ -33,7 +92,3 @@ def post(kube: Kube, tenant_body: dict, reason: str, message: str, warning: bool
         "count": 1,
         "reportingComponent": "tenant-operator",
     }
-    try:
-        kube.create(f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", event)
-    except Exception as error:  # noqa: BLE001 - an event lost is not worth failing a reconcile
-        log.warning("could not post event %s for tenant %s: %s", reason, meta["name"], error)

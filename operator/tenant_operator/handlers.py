@@ -22,7 +22,7 @@ from tenant_operator import metrics, postgres
 from tenant_operator.controller import Controller
 from tenant_operator.leader import KubeLeaseStore, LeaderElector, LeaseConfig
 from tenant_operator.kube import Kube
-from tenant_operator.names import GROUP, VERSION
+from tenant_operator.names import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from tenant_operator.settings import from_environment
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # Only our own Deployments, filtered by the API server: the cluster's others never reach us.
+    settings.watching.label_selectors["apps", "deployments"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     operator_settings = from_environment()
     kube = Kube(api_client())
     controller = Controller.create(kube, operator_settings)
@@ -96,3 +98,10 @@ async def plan_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> None
     controller: Controller | None = memo.get("controller")
     if controller:
         controller.plan_seen(event.get("type") or "ADDED", dict(body))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def deployment_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> None:
+    controller: Controller | None = memo.get("controller")
+    if controller:
+        controller.workload_seen(event.get("type") or "ADDED", dict(body))

@@ -36,7 +36,7 @@ import psycopg
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator import conditions as cond
-from tenant_operator import events, metrics, migration, names, postgres, render, snapshot
+from tenant_operator import metrics, migration, names, postgres, render, snapshot
 from tenant_operator.conditions import Condition
 from tenant_operator.kube import KINDS, TENANT, ObjectRef
 
@@ -235,4 +235,4 @@ def _report(ctx, body: dict, reason: str, message: str, warning: bool = False) -
     if updated and updated.get("metadata", {}).get("resourceVersion"):
         meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
     if (before.get("reason"), before.get("message")) != (reason, message):
-        events.post(ctx.kube, body, reason, message, warning=warning or reason in FAILURE_REASONS)
+        ctx.events.post(body, reason, message, warning=warning or reason in FAILURE_REASONS)

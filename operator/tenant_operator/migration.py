@@ -19,7 +19,7 @@ import time
 import psycopg
 
 from tenant_operator import conditions as cond
-from tenant_operator import events, metrics, postgres, render, tierdata
+from tenant_operator import metrics, postgres, render, tierdata
 from tenant_operator.conditions import Condition
 from tenant_operator.kube import KINDS, ObjectRef
 
@@ -78,7 +78,7 @@ def advance(ctx, body: dict, tenant, plan):
     if not record:
         record = {"from": status["tier"], "to": render.value(tenant.spec.tier), "step": "prepare",
                   "started": _timestamp(), "tables": [], "rowsCopied": 0}
-        events.post(ctx.kube, body, "MigrationStarted", f"moving from {record['from']} to {record['to']}")
+        ctx.events.post(body, "MigrationStarted", f"moving from {record['from']} to {record['to']}")
     source = postgres.placement(tenant.name, record["from"], ctx.settings.shared_database)
     target = postgres.placement(tenant.name, record["to"], ctx.settings.shared_database)
     step = record["step"]
@@ -130,7 +130,7 @@ def _prepare(ctx, body, tenant, plan, record, source, target) -> None:
     actions = tierdata.prepare_target(ctx.settings.admin_dsn(), tenant.name, target)
     _fault(ctx, "prepare")
     if actions:
-        events.post(ctx.kube, body, "MigrationTargetPrepared", "; ".join(actions))
+        ctx.events.post(body, "MigrationTargetPrepared", "; ".join(actions))
 
 
 def _freeze(ctx, body, tenant, plan, record, source, target) -> None:
@@ -213,7 +213,7 @@ def _switch(ctx, body, tenant, plan, record, source, target) -> None:
 def _retire(ctx, body, tenant, plan, record, source, target) -> None:
     name = tierdata.quarantine_name(source, _epoch(record["started"]))
     if tierdata.quarantine(ctx.settings.admin_dsn(), source, name):
-        events.post(ctx.kube, body, "SourceQuarantined",
+        ctx.events.post(body, "SourceQuarantined",
                     f"the {source.tier} copy is kept as {name} for "
                     f"{ctx.settings.quarantine_retention_seconds:.0f}s, then dropped")
     _fault(ctx, "retire")
@@ -249,7 +249,7 @@ def settle_for_deletion(ctx, body: dict, tenant) -> None:
         home, message = record["to"], f"finished after the switch; the {record['from']} copy is kept as {name}"
         metrics.MIGRATIONS.labels("succeeded").inc()
     message = f"the Tenant is being deleted: migration to {record['to']} {message}"
-    events.post(ctx.kube, body, "MigrationSettled", message)
+    ctx.events.post(body, "MigrationSettled", message)
     # Written without the record: the status is applied whole, so status.migration goes.
     _report(ctx, body, [Condition(cond.MIGRATING, False, "MigrationSettled", message)], phase="Deleting", tier=home)
 
@@ -262,7 +262,7 @@ def _finish(ctx, body, tenant, plan, record):
     metrics.MIGRATION_SECONDS.observe(seconds)
     message = (f"moved from {record['from']} to {record['to']} in {seconds:.0f}s; {record['rowsCopied']} rows; "
                f"writes frozen {record.get('freezeSeconds', 0):.2f}s; source kept as {record.get('quarantine')}")
-    events.post(ctx.kube, body, "MigrationCompleted", message)
+    ctx.events.post(body, "MigrationCompleted", message)
     parts, outcome = converge(ctx, body, tenant, plan, record["to"])
     parts = parts or []
     done = Condition(cond.MIGRATING, False, "MigrationCompleted", message)
@@ -283,7 +283,7 @@ def _roll_back(ctx, body, tenant, plan, record, source, target, reason: str, mes
 
         return Outcome(failed=True)
     metrics.MIGRATIONS.labels("rolled_back" if reason != "MigrationCancelled" else "cancelled").inc()
-    events.post(ctx.kube, body, reason, f"migration to {record['to']} rolled back: {message}",
+    ctx.events.post(body, reason, f"migration to {record['to']} rolled back: {message}",
                 warning=reason != "MigrationCancelled")
     # Unfreezes: login, route and workloads as the source tier wants them; the target's workloads go.
     parts, outcome = converge(ctx, body, tenant, plan, record["from"], prune=True)

@@ -27,7 +27,8 @@ from tenant_operator.settings import Settings
 
 log = logging.getLogger(__name__)
 
-WAIT_FOR_WORKLOADS = 2.0
+# Tenants waiting for their Deployments are woken by the Deployment watch; this is the fallback.
+WAIT_FOR_WORKLOADS = 15.0
 
 
 class Recent:
@@ -51,6 +52,11 @@ class Recent:
             self._value = (time.monotonic(), value)
         return value
 
+    def forget(self) -> None:
+        """The value changed (a watch said so): the next get() loads it again."""
+        with self._lock:
+            self._value = None
+
 
 @dataclasses.dataclass(frozen=True)
 class Context:
@@ -59,6 +65,12 @@ class Context:
     plan_body: Callable[[str], dict | None]
     """Looks a TenantPlan up in the operator's cache (no request per reconcile)."""
     shared_workload: Recent = dataclasses.field(default_factory=lambda: Recent(5.0))
+    events: events.Recorder | None = None
+    """Where events go; posted synchronously unless the operator gives its background recorder."""
+
+    def __post_init__(self):
+        if self.events is None:
+            object.__setattr__(self, "events", events.Recorder(self.kube))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +237,7 @@ def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str, fresh: b
             password = None  # a new password, set on the role and written to the Secret together
         result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended)
         if result.changed and not fresh:  # a new tenant's Ready event tells the same
-            events.post(ctx.kube, body, "DatabaseProvisioned",
+            ctx.events.post(body, "DatabaseProvisioned",
                         f"{placement.tier} tier: {'; '.join(result.actions)} ({placement.database}/{placement.schema})")
         host, port = ctx.settings.tenant_endpoint()
         desired = render.database_secret(tenant, host, port, placement.database, placement.schema,
@@ -233,7 +245,7 @@ def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str, fresh: b
         if needs_apply(desired, secret):
             ctx.kube.apply(desired)
         if rotating:
-            events.post(ctx.kube, body, "PasswordRotated", f"new password for role {placement.role}")
+            ctx.events.post(body, "PasswordRotated", f"new password for role {placement.role}")
         _ensure_route(ctx, tenant, tier, placement, known_absent=fresh)
     except postgres.DatabaseUnavailable as error:
         return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error))
@@ -305,10 +317,10 @@ def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]
         else:
             deployments = [ObjectRef.of(m) for m in desired if m["kind"] == "Deployment"]
         if tier == "shared":
-            waiting = [] if ctx.shared_workload.get(lambda: _available(ctx.kube.read(deployments[0]))) \
+            waiting = [] if ctx.shared_workload.get(lambda: available(ctx.kube.read(deployments[0]))) \
                 else [str(deployments[0])]
         else:
-            waiting = [str(ref) for ref in deployments if not _available(ctx.kube.read(ref))]
+            waiting = [str(ref) for ref in deployments if not available(ctx.kube.read(ref))]
     except ApiException as error:
         return Condition(cond.WORKLOADS_READY, False, "ApplyFailed", _api_error_message(error))
     if waiting:
@@ -319,7 +331,8 @@ def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]
     return Condition(cond.WORKLOADS_READY, True, "WorkloadsAvailable", where)
 
 
-def _available(deployment: dict | None) -> bool:
+def available(deployment: dict | None) -> bool:
+    """A Deployment that has rolled out its current spec and serves (or is scaled to zero)."""
     if not deployment:
         return False
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
@@ -399,5 +412,5 @@ def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier
     body["status"] = status
     for changed in cond.transitions(current.get("conditions", []), merged):
         if changed["type"] == cond.READY or changed["status"] != "True":
-            events.post(ctx.kube, body, changed["reason"], f"{changed['type']}: {changed['message']}",
+            ctx.events.post(body, changed["reason"], f"{changed['type']}: {changed['message']}",
                         warning=changed["status"] == "False")

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 
@@ -133,3 +134,18 @@ def tenants(kube, cluster, operator, plans):
 
 def namespaced(kube: Kube, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
     return kube.read(ObjectRef(KINDS[(api_version, kind)], name, namespace))
+
+
+@pytest.fixture
+def connect_dsn():
+    """Opens autocommit connections by DSN and closes every one of them after the test."""
+    opened: list[psycopg.Connection] = []
+
+    def connect(dsn: str) -> psycopg.Connection:
+        conn = psycopg.connect(dsn, autocommit=True)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()

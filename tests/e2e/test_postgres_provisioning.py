@@ -70,22 +70,12 @@ def make_tenant(admin_dsn, shared_db):
 
 
 @pytest.fixture
-def connect_as(postgres):
-    opened: list[psycopg.Connection] = []
-
+def connect_as(postgres, connect_dsn):
     def connect(tenant: Provisioned, dbname: str | None = None, password: str | None = None) -> psycopg.Connection:
-        dsn = postgres.dsn(
-            dbname=dbname or tenant.placement.database,
-            user=tenant.placement.role,
-            password=password or tenant.password,
-        )
-        conn = psycopg.connect(dsn, autocommit=True)
-        opened.append(conn)
-        return conn
+        return connect_dsn(postgres.dsn(dbname=dbname or tenant.placement.database, user=tenant.placement.role,
+                                        password=password or tenant.password))
 
-    yield connect
-    for conn in opened:
-        conn.close()
+    return connect
 
 
 @pytest.fixture

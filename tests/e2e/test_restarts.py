@@ -243,9 +243,12 @@ def test_deletion_of_a_tenant_left_mid_migration_settles_it_then_reclaims(world_
         assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [role]).fetchone() is None
     from tenant_operator.events import EVENTS_NAMESPACE
 
-    events = world.kube.request("GET", f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", [])["items"]
-    reasons = {event["reason"] for event in events if event["involvedObject"].get("name") == name}
-    assert "MigrationSettled" in reasons
+    def reasons() -> set[str]:
+        events = world.kube.request("GET", f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", [])["items"]
+        return {event["reason"] for event in events if event["involvedObject"].get("name") == name}
+
+    # Events are posted in the background: the tenant may be gone a moment before its last event lands.
+    wait_for(lambda: "MigrationSettled" in reasons(), timeout=30, what="the MigrationSettled event")
 
 
 def test_missing_pg_dump_holds_deletion_until_a_fixed_operator_restarts(world_clean, tmp_path):

@@ -101,17 +101,11 @@ def fleet(kube, cluster, operator, plans, shared_database):
 
 
 @pytest.fixture
-def connect():
-    opened: list[psycopg.Connection] = []
-
+def connect(connect_dsn):
     def connect(creds: Credentials, database: str | None = None, password: str | None = None) -> psycopg.Connection:
-        conn = psycopg.connect(creds.dsn(database, password), autocommit=True)
-        opened.append(conn)
-        return conn
+        return connect_dsn(creds.dsn(database, password))
 
-    yield connect
-    for conn in opened:
-        conn.close()
+    return connect
 
 
 @pytest.fixture

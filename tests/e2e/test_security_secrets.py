@@ -115,11 +115,14 @@ def test_passwords_never_appear_in_the_operator_log(kube, operator, rotated, pos
 
 
 def test_passwords_never_appear_in_events(kube, operator, rotated, postgres):
-    events = kube.request("GET", "/api/v1/events")["items"]
-    about_tenants = [event for event in events if event["involvedObject"].get("kind") == "Tenant"]
-    assert any(event["reason"] == "PasswordRotated" for event in about_tenants)
+    def all_events() -> list[dict]:
+        return kube.request("GET", "/api/v1/events")["items"]
 
-    assert_no_password(json.dumps(events), every_password(kube, rotated, postgres), "an Event")
+    # Events are posted in the background, a moment after the rotation they tell of.
+    wait_for(lambda: any(event["reason"] == "PasswordRotated" and event["involvedObject"].get("kind") == "Tenant"
+                         for event in all_events()), timeout=30, what="the PasswordRotated event")
+
+    assert_no_password(json.dumps(all_events()), every_password(kube, rotated, postgres), "an Event")
 
 
 def test_passwords_never_appear_in_tenants_or_their_status(kube, operator, rotated, postgres):
