@@ -94,18 +94,12 @@ class ReadyTenants:
         self._thread = threading.Thread(target=self._follow, name="ready-tenants", daemon=True)
 
     def __enter__(self) -> "ReadyTenants":
-        listed = self.kube.request("GET", TENANT.collection_path())
-        self._update(listed["items"])
-        self._version = listed["metadata"]["resourceVersion"]
+        self._relist()
         self._thread.start()
         return self
 
     def __exit__(self, *_) -> None:
         self._stopped.set()
-
-    def count(self) -> int:
-        with self._changed:
-            return sum(self._ready.values())
 
     def wait(self, expected: int, timeout: float, operator: OperatorProcess | None = None) -> float:
         """Seconds until `expected` tenants are Ready."""
@@ -140,9 +134,12 @@ class ReadyTenants:
             except Exception:  # noqa: BLE001 - the cluster went away at the end of a run, or the watch expired
                 if self._stopped.wait(1.0):
                     return
-                listed = self.kube.request("GET", TENANT.collection_path())
-                self._update(listed["items"])
-                self._version = listed["metadata"]["resourceVersion"]
+                self._relist()
+
+    def _relist(self) -> None:
+        listed = self.kube.request("GET", TENANT.collection_path())
+        self._update(listed["items"])
+        self._version = listed["metadata"]["resourceVersion"]
 
     def _update(self, items: list[dict]) -> None:
         with self._changed:

@@ -15,8 +15,8 @@ import time
 
 import yaml
 
-from common import (ROOT, Environment, ReadyTenants, arguments, create_tenants, environment, median, metric, process_usage,
-                    report, tenant_body, tenant_names)
+from common import (ROOT, Environment, ReadyTenants, arguments, create_tenants, environment, median, metric,
+                    process_usage, report, tenant_body, tenant_names)
 from tenant_operator import names, postgres, render
 from tenant_operator.kube import KINDS, ObjectRef
 from tenant_operator.model import Tenant, TenantPlan
@@ -114,7 +114,8 @@ def main() -> None:
                     operators.append(last["seconds"])
             rows.append({"tenants": count, "isolated": fraction, "floor_s": median(floors),
                          "operator_s": median(operators), "ratio": median(operators) / median(floors),
-                         "tenants_per_s": count / median(operators), "kube_writes_per_tenant": last["kube_writes"] / count,
+                         "tenants_per_s": count / median(operators),
+                         "kube_writes_per_tenant": last["kube_writes"] / count,
                          "pg_writes_per_tenant": last["pg_writes"] / count,
                          "requests_per_tenant": last["api_requests"] / count,
                          "cpu_s": last["cpu_seconds"], "rss_mb": last["rss_mb"]})

@@ -150,8 +150,8 @@ class Controller:
                 self.queue.add(tenant)
         elif key[0] == self.context.settings.shared_namespace:
             self.context.shared_workload.forget()
-            for name, body in self.tenants.items():
-                if (body.get("status") or {}).get("tier") != "isolated":
+            for name, known in self.tenants.items():
+                if (known.get("status") or {}).get("tier") != "isolated":
                     self.queue.add(name)
 
     async def _resync(self, period: float) -> None:

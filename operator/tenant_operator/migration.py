@@ -214,8 +214,8 @@ def _retire(ctx, body, tenant, plan, record, source, target) -> None:
     name = tierdata.quarantine_name(source, _epoch(record["started"]))
     if tierdata.quarantine(ctx.settings.admin_dsn(), source, name):
         ctx.events.post(body, "SourceQuarantined",
-                    f"the {source.tier} copy is kept as {name} for "
-                    f"{ctx.settings.quarantine_retention_seconds:.0f}s, then dropped")
+                        f"the {source.tier} copy is kept as {name} for "
+                        f"{ctx.settings.quarantine_retention_seconds:.0f}s, then dropped")
     _fault(ctx, "retire")
     record["quarantine"] = name
 
@@ -284,7 +284,7 @@ def _roll_back(ctx, body, tenant, plan, record, source, target, reason: str, mes
         return Outcome(failed=True)
     metrics.MIGRATIONS.labels("rolled_back" if reason != "MigrationCancelled" else "cancelled").inc()
     ctx.events.post(body, reason, f"migration to {record['to']} rolled back: {message}",
-                warning=reason != "MigrationCancelled")
+                    warning=reason != "MigrationCancelled")
     # Unfreezes: login, route and workloads as the source tier wants them; the target's workloads go.
     parts, outcome = converge(ctx, body, tenant, plan, record["from"], prune=True)
     parts = parts or []

@@ -237,8 +237,9 @@ def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str, fresh: b
             password = None  # a new password, set on the role and written to the Secret together
         result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended)
         if result.changed and not fresh:  # a new tenant's Ready event tells the same
+            where = f"{placement.database}/{placement.schema}"
             ctx.events.post(body, "DatabaseProvisioned",
-                        f"{placement.tier} tier: {'; '.join(result.actions)} ({placement.database}/{placement.schema})")
+                            f"{placement.tier} tier: {'; '.join(result.actions)} ({where})")
         host, port = ctx.settings.tenant_endpoint()
         desired = render.database_secret(tenant, host, port, placement.database, placement.schema,
                                          password or result.password, rotation)
@@ -413,4 +414,4 @@ def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier
     for changed in cond.transitions(current.get("conditions", []), merged):
         if changed["type"] == cond.READY or changed["status"] != "True":
             ctx.events.post(body, changed["reason"], f"{changed['type']}: {changed['message']}",
-                        warning=changed["status"] == "False")
+                            warning=changed["status"] == "False")
