@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 from typing import Callable
 
@@ -18,7 +19,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tenant_operator import events, metrics, names, postgres, render
 from tenant_operator.drift import needs_apply
-from tenant_operator.kube import TENANT_PLAN, Kube, ObjectRef
+from tenant_operator.kube import KINDS, TENANT_PLAN, Kube, ObjectRef
+from tenant_operator.listing import MAX_AGE_SECONDS, ListedKube
 from tenant_operator.reconcile import Context, Outcome, available as _available, reconcile
 from tenant_operator.workqueue import WorkQueue
 
@@ -37,11 +39,15 @@ class Controller:
     plans: dict[str, dict] = dataclasses.field(default_factory=dict)
     workloads: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
     """Whether each of our Deployments (namespace, name) was Available when last seen."""
+    examining: set[str] = dataclasses.field(default_factory=set)
+    """Tenants queued by a pass over all of them (start, resync, new leader), not by a change."""
     tasks: list[asyncio.Task] = dataclasses.field(default_factory=list)
     leading: Callable[[], bool] = lambda: True
     """Whether this replica may reconcile now: always, unless leader election says otherwise."""
     _may_work: asyncio.Event | None = None
     _running: set[concurrent.futures.Future] = dataclasses.field(default_factory=set)
+    _listing: ListedKube | None = None
+    _listing_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, kube: Kube, settings) -> "Controller":
@@ -93,8 +99,7 @@ class Controller:
 
     def leadership_gained(self) -> None:
         """Reconcile every tenant: the previous leader may have left any of them half done."""
-        for name in self.tenants:
-            self.queue.add(name)
+        self._examine_all()
         log.info("leading: %d tenants queued for reconcile", len(self.tenants))
         if self._may_work:
             self._may_work.set()
@@ -112,8 +117,10 @@ class Controller:
             return
         previous = self.tenants.get(name)
         self.tenants[name] = body
-        if previous is None or _asks_for_reconcile(previous, body):
-            self.queue.add(name)
+        if previous is None:
+            self._examine(name)  # at start-up, every tenant is first seen: one pass over all
+        elif _asks_for_reconcile(previous, body):
+            self._wake(name)
 
     def plan_seen(self, event_type: str, body: dict) -> None:
         name = body["metadata"]["name"]
@@ -126,7 +133,7 @@ class Controller:
                 return
         for tenant_name, tenant in self.tenants.items():
             if (tenant.get("spec") or {}).get("plan") == name:
-                self.queue.add(tenant_name)
+                self._wake(tenant_name)
 
     def workload_seen(self, event_type: str, body: dict) -> None:
         """A Deployment of ours changed: its tenant is reconciled when it became (un)available or vanished.
@@ -147,18 +154,46 @@ class Controller:
         tenant = (meta.get("labels") or {}).get(names.LABEL_TENANT)
         if tenant:
             if tenant in self.tenants:
-                self.queue.add(tenant)
+                self._wake(tenant)
         elif key[0] == self.context.settings.shared_namespace:
             self.context.shared_workload.forget()
             for name, known in self.tenants.items():
                 if (known.get("status") or {}).get("tier") != "isolated":
-                    self.queue.add(name)
+                    self._wake(name)
+
+    def _wake(self, name: str) -> None:
+        """Something about the tenant changed: its reconcile reads everything live."""
+        self.examining.discard(name)
+        self.queue.add(name)
+
+    def _examine(self, name: str) -> None:
+        self.examining.add(name)
+        self.queue.add(name)
+
+    def _examine_all(self) -> None:
+        self._listing = None  # a new pass lists afresh
+        for name in list(self.tenants):
+            self._examine(name)
 
     async def _resync(self, period: float) -> None:
         while True:
             await asyncio.sleep(period)
-            for name in list(self.tenants):
-                self.queue.add(name)
+            self._examine_all()
+
+    def _listed(self) -> ListedKube:
+        """The pass's listing, taken by the first examination that needs it (in a worker thread)."""
+        with self._listing_lock:
+            if self._listing is None or self._listing.age() > MAX_AGE_SECONDS:
+                started = time.monotonic()
+                routes = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP,
+                                   self.context.settings.shared_namespace)
+                self._listing = ListedKube.take(self.context.kube, shared=frozenset([routes]))
+                log.info("listed %d objects for examining tenants in %.2fs", len(self._listing),
+                         time.monotonic() - started)
+            return self._listing
+
+    def _examination(self, body: dict) -> Outcome:
+        return reconcile(dataclasses.replace(self.context, kube=self._listed()), body)
 
     async def _worker(self, number: int) -> None:
         while True:
@@ -169,9 +204,14 @@ class Controller:
                 if body is None or not self.leading():
                     # A follower drops the key: leadership_gained() queues every tenant again.
                     continue
+                examined = name in self.examining and _at_rest(body)
+                self.examining.discard(name)
                 started = time.monotonic()
                 try:
-                    future = self.executor.submit(reconcile, self.context, _copy(body))
+                    if examined:
+                        future = self.executor.submit(self._examination, _copy(body))
+                    else:
+                        future = self.executor.submit(reconcile, self.context, _copy(body))
                     self._running.add(future)
                     future.add_done_callback(self._running.discard)
                     outcome = await asyncio.wrap_future(future)
@@ -205,6 +245,14 @@ def _copy(body: dict) -> dict:
 # the operator's own write coming back through the watch: reconciling it again would only
 # read every object to find nothing to do (resync still looks at every tenant).
 _WATCHED_METADATA = ("generation", "deletionTimestamp", "annotations", "labels")
+
+
+def _at_rest(body: dict) -> bool:
+    """Reconciled at its current spec, not migrating, not being deleted: examined from a listing."""
+    status = body.get("status") or {}
+    meta = body["metadata"]
+    return (not meta.get("deletionTimestamp") and not status.get("migration")
+            and "observedGeneration" in status and status["observedGeneration"] == meta.get("generation"))
 
 
 def _asks_for_reconcile(previous: dict, current: dict) -> bool:

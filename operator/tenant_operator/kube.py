@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import quote, urlencode
 
 from kubernetes.client import ApiClient
@@ -128,6 +128,17 @@ class Kube:
     def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
         query = [("labelSelector", label_selector)] if label_selector else []
         return self.request("GET", kind.collection_path(namespace), query)["items"]
+
+    def list_pages(self, kind: Kind, label_selector: str, page_size: int = 500) -> Iterator[dict]:
+        """Every object of `kind` in the cluster with the label, `page_size` per request."""
+        query = [("labelSelector", label_selector), ("limit", str(page_size))]
+        token = None
+        while True:
+            page = self.request("GET", kind.collection_path(), query + ([("continue", token)] if token else []))
+            yield from page["items"]
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def apply(self, manifest: Mapping[str, Any], force: bool = True) -> dict:
         """Server-side apply as the operator's field manager; force takes over conflicting fields."""

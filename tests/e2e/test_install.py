@@ -284,6 +284,14 @@ class TestHelmInstall:
     @pytest.mark.parametrize(("verb", "resource", "allowed"), [
         ("get", "secrets", "yes"),
         ("list", "secrets", "no"),
+        ("list", "configmaps", "no"),
+        # A pass over every tenant lists these (listing.LISTED), by label.
+        ("list", "namespaces", "yes"),
+        ("list", "resourcequotas", "yes"),
+        ("list", "limitranges", "yes"),
+        ("list", "services", "yes"),
+        ("list", "networkpolicies.networking.k8s.io", "yes"),
+        ("list", "rolebindings.rbac.authorization.k8s.io", "yes"),
         ("delete", "tenants.tenancy.dev", "no"),
         ("create", "clusterrolebindings", "no"),
         ("bind", "clusterroles/tenancy-tenant-owner", "yes"),

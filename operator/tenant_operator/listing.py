@@ -1,0 +1,110 @@
+"""One LIST per kind instead of a GET per object, for the passes that look at every tenant.
+
+A resync, a restart or a new leader examines every tenant, and each examination
+compares half a dozen objects with what the tenant wants: at a thousand tenants
+that was thousands of GETs of objects that almost never changed, and a GET of
+the whole shared routing table for every shared tenant. A Listing reads each
+kind the operator owns once, by its label, in pages, and answers the
+examinations' reads from memory; the routing table is read once per listing.
+
+Only tenants at rest are examined this way (nothing changed in their spec, no
+migration, no deletion): the desired state comes from the tenant itself, so an
+entry that went stale since the LIST can cost one needless server-side apply of
+the right state, never a wrong one. What a pass writes replaces its entry, so a
+pass does not trip over its own writes. Secrets are never listed (the operator
+gets no right to list every Secret of the cluster), and Deployments are read
+live: their availability is what a tenant's Ready condition reports.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Mapping
+
+from tenant_operator import names
+from tenant_operator.kube import KINDS, Kind, Kube, ObjectRef
+
+LISTED: tuple[Kind, ...] = tuple(KINDS[key] for key in (
+    ("v1", "Namespace"),
+    ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+))
+SELECTOR = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+PAGE_SIZE = 500
+MAX_AGE_SECONDS = 60.0
+"""An older listing is taken again: a long pass should not compare with minutes-old state."""
+
+
+def _key(ref: ObjectRef) -> tuple[str, str | None, str]:
+    return ref.kind.kind, ref.namespace if ref.kind.namespaced else None, ref.name
+
+
+class ListedKube:
+    """A Kube whose reads of listed kinds come from one LIST each; writes go through and update it."""
+
+    def __init__(self, kube: Kube, objects: dict, shared: frozenset[ObjectRef] = frozenset()):
+        self.kube = kube
+        self.taken_at = time.monotonic()
+        self._objects = objects
+        self._shared = shared
+        self._shared_bodies: dict[ObjectRef, dict | None] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def take(cls, kube: Kube, shared: frozenset[ObjectRef] = frozenset()) -> "ListedKube":
+        """List every kind in LISTED by the operator's label; `shared` objects are read once, when first asked."""
+        objects = {}
+        for kind in LISTED:
+            for item in kube.list_pages(kind, SELECTOR, PAGE_SIZE):
+                # managedFields are the bulk of every object and no comparison looks at them.
+                item["metadata"].pop("managedFields", None)
+                meta = item["metadata"]
+                objects[(kind.kind, meta.get("namespace"), meta["name"])] = item
+        return cls(kube, objects, shared)
+
+    def age(self) -> float:
+        return time.monotonic() - self.taken_at
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def read(self, ref: ObjectRef) -> dict | None:
+        if ref.kind in LISTED:
+            return self._objects.get(_key(ref))
+        if ref in self._shared:
+            with self._lock:
+                if ref not in self._shared_bodies:
+                    self._shared_bodies[ref] = self.kube.read(ref)
+                return self._shared_bodies[ref]
+        return self.kube.read(ref)
+
+    def apply(self, manifest: Mapping[str, Any], force: bool = True) -> dict:
+        applied = self.kube.apply(manifest, force=force)
+        self._remember(ObjectRef.of(manifest), applied)
+        return applied
+
+    def merge_patch(self, ref: ObjectRef, patch: Mapping[str, Any]) -> dict:
+        patched = self.kube.merge_patch(ref, patch)
+        self._remember(ref, patched)
+        return patched
+
+    def delete(self, ref: ObjectRef, propagation: str = "Background") -> bool:
+        self._objects.pop(_key(ref), None)
+        with self._lock:
+            self._shared_bodies.pop(ref, None)
+        return self.kube.delete(ref, propagation)
+
+    def _remember(self, ref: ObjectRef, body: dict | None) -> None:
+        if ref.kind in LISTED:
+            self._objects[_key(ref)] = body
+        elif ref in self._shared:
+            with self._lock:
+                # Another worker's patch may land between ours and its answer; the next read fetches.
+                self._shared_bodies.pop(ref, None)
+
+    def __getattr__(self, name: str):
+        return getattr(self.kube, name)
