@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -96,6 +97,7 @@ class Controller:
             await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, running, drain_seconds)
         self.executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self.context.events.flush, EVENTS_FLUSH_SECONDS)
+        postgres.IDLE_SESSIONS.close()  # sessions still in use by a reconcile left running end with the process
 
     def leadership_gained(self) -> None:
         """Reconcile every tenant: the previous leader may have left any of them half done."""
@@ -230,15 +232,19 @@ class Controller:
                     self.queue.forget(name)
                     if outcome.requeue_after is not None:
                         self.queue.add_after(name, outcome.requeue_after)
+                if examined and not self.examining:
+                    self._listing = None  # the pass is over: its thousands of objects need not stay in memory
             finally:
                 self.queue.done(name)
 
 
 def _copy(body: dict) -> dict:
-    """The reconcile may annotate its copy (finalizers); the cache keeps what the watch said."""
-    import copy
+    """The reconcile may annotate its copy (finalizers); the cache keeps what the watch said.
 
-    return copy.deepcopy(body)
+    A body is JSON as the watch delivered it: a JSON round trip copies it several
+    times faster than copy.deepcopy, which was 7% of a restart's CPU.
+    """
+    return json.loads(json.dumps(body))
 
 
 # What a person or another controller changes on a Tenant. A change of status alone is

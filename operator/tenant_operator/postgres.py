@@ -33,6 +33,7 @@ database and role settings: `admin_session_dsn`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import secrets
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from tenant_operator import sql
+from tenant_operator.sessions import IdleSessions
 from tenant_operator.names import database_name, role_name, schema_name
 
 log = logging.getLogger(__name__)
@@ -432,23 +434,44 @@ def admin_session_dsn(dsn: str, tenant_database: bool = False) -> str:
     return make_conninfo(dsn, options=f"{theirs} {ours}" if theirs else ours)
 
 
-@contextmanager
-def _connect(dsn: str, tenant_database: bool = False) -> Iterator[psycopg.Connection]:
+@functools.lru_cache(maxsize=4096)
+def _session_conninfo(dsn: str, tenant_database: bool) -> tuple[str, dict[str, Any]]:
+    """What _connect connects with, and the DSN's parts for messages; parsing a conninfo costs more than a query."""
     params = _parse_dsn(dsn)
     dsn = admin_session_dsn(dsn, tenant_database)
     if "connect_timeout" not in params:
         dsn = make_conninfo(dsn, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+    return dsn, params
+
+
+IDLE_SESSIONS = IdleSessions()
+
+
+@contextmanager
+def _connect(dsn: str, tenant_database: bool = False) -> Iterator[psycopg.Connection]:
+    """An admin session: one kept open from before when there is one, except in a tenant's own database."""
+    dsn, params = _session_conninfo(dsn, tenant_database)
+    conn = None if tenant_database else IDLE_SESSIONS.take(dsn)
+    if conn is None:
+        try:
+            conn = psycopg.connect(dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(params, exc) from None
     try:
-        conn = psycopg.connect(dsn, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise _unavailable(params, exc) from None
-    try:
-        with conn:
-            yield conn
+        yield conn
     except psycopg.Error as exc:
-        if conn.broken or _means_unavailable(exc):
+        lost = conn.broken
+        conn.close()
+        if lost or _means_unavailable(exc):
             raise _unavailable(params, exc) from None
         raise
+    except BaseException:
+        conn.close()
+        raise
+    if tenant_database:
+        conn.close()
+    else:
+        IDLE_SESSIONS.give(dsn, conn)
 
 
 def _parse_dsn(dsn: str) -> dict[str, Any]:

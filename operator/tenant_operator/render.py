@@ -8,6 +8,7 @@ everything a tenant owns with one label selector.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from enum import Enum
@@ -213,8 +214,18 @@ def route_entry(tenant, database: str, state: str = "active") -> str:
                       sort_keys=True)
 
 
+# libyaml's parser where PyYAML was built with it: the pure-Python one was most of a render.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _environment(settings: Settings) -> jinja2.Environment:
-    search = [str(settings.template_dir)] if settings.template_dir else []
+    return _environment_for(str(settings.template_dir) if settings.template_dir else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _environment_for(template_dir: str | None) -> jinja2.Environment:
+    # One Environment keeps compiled templates; its loader still notices a template file that changed.
+    search = [template_dir] if template_dir else []
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader([*search, str(BUILTIN_TEMPLATES)]),
         undefined=jinja2.StrictUndefined,  # a typo in a template fails loudly, not as an empty field
@@ -246,7 +257,7 @@ class SpecError(TemplateError):
 def render_template(settings: Settings, template: str, variables: dict) -> list[dict]:
     try:
         text = _environment(settings).get_template(f"{template}.yaml.j2").render(**variables)
-        documents = [doc for doc in yaml.safe_load_all(text) if doc]
+        documents = [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc]
     except jinja2.TemplateNotFound:
         raise TemplateError(f"template {template!r} not found (looked for {template}.yaml.j2)") from None
     except (jinja2.TemplateError, yaml.YAMLError) as error:

@@ -13,6 +13,7 @@ without a single table) are ever replaced or dropped.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import re
@@ -224,9 +225,15 @@ def checksums(dsn: str, schema: str) -> dict[str, TableCheck]:
 
 
 def verify(admin_dsn: str, source: DataPlacement, target: DataPlacement) -> tuple[dict[str, TableCheck], list[str]]:
-    """Source checks, and a line per difference with the target (empty when equal)."""
-    expected = checksums(_dsn(admin_dsn, source.database), source.schema)
-    actual = checksums(_dsn(admin_dsn, target.database), target.schema)
+    """Source checks, and a line per difference with the target (empty when equal).
+
+    Both sides are summed at once, each in its own session: the source is frozen and the
+    target ours alone, and writes stay frozen for as long as this takes.
+    """
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+        source_sums = pool.submit(checksums, _dsn(admin_dsn, source.database), source.schema)
+        target_sums = pool.submit(checksums, _dsn(admin_dsn, target.database), target.schema)
+        expected, actual = source_sums.result(), target_sums.result()
     problems = []
     for name in sorted(expected.keys() | actual.keys()):
         want, got = expected.get(name), actual.get(name)
