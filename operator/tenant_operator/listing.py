@@ -11,13 +11,16 @@ Only tenants at rest are examined this way (nothing changed in their spec, no
 migration, no deletion): the desired state comes from the tenant itself, so an
 entry that went stale since the LIST can cost one needless server-side apply of
 the right state, never a wrong one. What a pass writes replaces its entry, so a
-pass does not trip over its own writes. Secrets are never listed (the operator
+pass does not trip over its own writes. Entries are kept as JSON text, parsed
+when read: a few thousand parsed objects would stay in the operator's memory
+(its RSS) long after the pass that needed them. Secrets are never listed (the operator
 gets no right to list every Secret of the cluster), and Deployments are read
 live: their availability is what a tenant's Ready condition reports.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Mapping
@@ -37,6 +40,12 @@ SELECTOR = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 PAGE_SIZE = 500
 MAX_AGE_SECONDS = 60.0
 """An older listing is taken again: a long pass should not compare with minutes-old state."""
+
+
+def _compact(body: dict) -> str:
+    # managedFields are the bulk of every object and no comparison looks at them.
+    meta = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+    return json.dumps({**body, "metadata": meta}, separators=(",", ":"))
 
 
 def _key(ref: ObjectRef) -> tuple[str, str | None, str]:
@@ -60,10 +69,8 @@ class ListedKube:
         objects = {}
         for kind in LISTED:
             for item in kube.list_pages(kind, SELECTOR, PAGE_SIZE):
-                # managedFields are the bulk of every object and no comparison looks at them.
-                item["metadata"].pop("managedFields", None)
                 meta = item["metadata"]
-                objects[(kind.kind, meta.get("namespace"), meta["name"])] = item
+                objects[(kind.kind, meta.get("namespace"), meta["name"])] = _compact(item)
         return cls(kube, objects, shared)
 
     def age(self) -> float:
@@ -74,7 +81,8 @@ class ListedKube:
 
     def read(self, ref: ObjectRef) -> dict | None:
         if ref.kind in LISTED:
-            return self._objects.get(_key(ref))
+            text = self._objects.get(_key(ref))
+            return None if text is None else json.loads(text)
         if ref in self._shared:
             with self._lock:
                 if ref not in self._shared_bodies:
@@ -100,7 +108,7 @@ class ListedKube:
 
     def _remember(self, ref: ObjectRef, body: dict | None) -> None:
         if ref.kind in LISTED:
-            self._objects[_key(ref)] = body
+            self._objects[_key(ref)] = _compact(body) if body is not None else None
         elif ref in self._shared:
             with self._lock:
                 # Another worker's patch may land between ours and its answer; the next read fetches.
