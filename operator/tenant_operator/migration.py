@@ -89,8 +89,10 @@ def advance(ctx, body: dict, tenant, plan):
     for step in STEPS[STEPS.index(step):]:
         record["step"] = step
         _checkpoint(ctx, body, record, f"step {step}")
+        started = time.monotonic()
         try:
             STEP_ACTIONS[step](ctx, body, tenant, plan, record, source, target)
+            log.info("tenant %s: migration step %s done in %.2fs", tenant.name, step, time.monotonic() - started)
         except _Wait as waiting:
             _checkpoint(ctx, body, record, str(waiting))
             return Outcome(requeue_after=2.0)

@@ -564,10 +564,15 @@ def test_leaving_the_isolated_tier_runs_no_tenant_function_as_admin(tenants, kub
     schema, database = q.Identifier(creds.schema), q.Identifier(creds.database)
     conn.execute("CREATE TABLE ledger (entry text)")
     conn.execute("INSERT INTO ledger VALUES ('row')")
+    # Baits for the functions an admin session could call unqualified (the checksum's among them).
     conn.execute(q.SQL(
         "CREATE FUNCTION {}.md5(text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN"
         " BEGIN EXECUTE 'CREATE ROLE " + witness + "'; EXCEPTION WHEN OTHERS THEN NULL; END;"
         " RETURN pg_catalog.md5($1); END $$").format(schema))
+    conn.execute(q.SQL(
+        "CREATE FUNCTION {}.hashtextextended(text, bigint) RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN"
+        " BEGIN EXECUTE 'CREATE ROLE " + witness + "'; EXCEPTION WHEN OTHERS THEN NULL; END;"
+        " RETURN pg_catalog.hashtextextended($1, $2); END $$").format(schema))
     conn.execute(q.SQL("ALTER DATABASE {} SET search_path = {}, pg_catalog").format(database, schema))
     conn.close()
     try:
