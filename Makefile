@@ -28,7 +28,7 @@ test: assets
 unit: $(INSTALLED)
 	$(VENV)/bin/pytest tests/unit $(ARGS)
 
-## The benchmarks at the sizes the README quotes (about an hour); figures in bench/results/.
+## The benchmarks at the sizes the README quotes (about 45 minutes); figures in bench/results/.
 bench: assets
 	$(VENV)/bin/python bench/provision.py --tenants 100 1000 --isolated-fraction 0 0.1 --runs 3
 	$(VENV)/bin/python bench/idle.py --tenants 1000 --seconds 300
