@@ -17,8 +17,8 @@ import yaml
 
 from common import (ROOT, Environment, ReadyTenants, arguments, create_tenants, environment, median, metric,
                     process_usage, report, tenant_body, tenant_names)
-from tenant_operator import names, postgres, render
-from tenant_operator.kube import KINDS, ObjectRef
+from tenant_operator import postgres, render
+from tenant_operator.kube import ObjectRef
 from tenant_operator.model import Tenant, TenantPlan
 from tenant_operator.settings import Settings
 
@@ -31,7 +31,7 @@ def floor(env: Environment, tenants: list[tuple[str, str]]) -> float:
              for doc in yaml.safe_load_all((ROOT / "manifests/samples/plans.yaml").read_text()) if doc}
     kube = env.kube
     host, port = settings.tenant_endpoint()
-    routes = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, settings.shared_namespace)
+    routes = render.routes_ref(settings)
 
     def provision(item: tuple[str, str]) -> ObjectRef | None:
         name, tier = item

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tenant_operator import events, metrics, names, postgres, render
 from tenant_operator.drift import needs_apply
-from tenant_operator.kube import KINDS, TENANT_PLAN, Kube, ObjectRef
+from tenant_operator.kube import TENANT_PLAN, Kube, ObjectRef
 from tenant_operator.listing import MAX_AGE_SECONDS, ListedKube
 from tenant_operator.reconcile import Context, Outcome, available as _available, reconcile
 from tenant_operator.workqueue import WorkQueue
@@ -187,8 +187,7 @@ class Controller:
         with self._listing_lock:
             if self._listing is None or self._listing.age() > MAX_AGE_SECONDS:
                 started = time.monotonic()
-                routes = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP,
-                                   self.context.settings.shared_namespace)
+                routes = render.routes_ref(self.context.settings)
                 self._listing = ListedKube.take(self.context.kube, shared=frozenset([routes]))
                 log.info("listed %d objects for examining tenants in %.2fs", len(self._listing),
                          time.monotonic() - started)

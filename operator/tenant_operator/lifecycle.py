@@ -193,7 +193,7 @@ def _drop_quarantined_copies(ctx, tenant_name: str) -> list[str]:
 
 
 def _remove_route(ctx, tenant_name: str) -> None:
-    routes = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, ctx.settings.shared_namespace)
+    routes = render.routes_ref(ctx.settings)
     if tenant_name in ((ctx.kube.read(routes) or {}).get("data") or {}):
         ctx.kube.merge_patch(routes, {"data": {tenant_name: None}})
 

@@ -21,7 +21,6 @@ import psycopg
 from tenant_operator import conditions as cond
 from tenant_operator import metrics, postgres, render, tierdata
 from tenant_operator.conditions import Condition
-from tenant_operator.kube import KINDS, ObjectRef
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,7 @@ def _freeze(ctx, body, tenant, plan, record, source, target) -> None:
 
 
 def _set_route_state(ctx, tenant, placement, state: str) -> None:
-    ref = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, ctx.settings.shared_namespace)
+    ref = render.routes_ref(ctx.settings)
     wanted = render.route_entry(tenant, placement.database, state)
     if ((ctx.kube.read(ref) or {}).get("data") or {}).get(tenant.name) != wanted:
         ctx.kube.merge_patch(ref, {"data": {tenant.name: wanted}})

@@ -299,7 +299,7 @@ def _secret_password(secret: dict | None) -> str | None:
 def _ensure_route(ctx: Context, tenant: Tenant, tier: str, placement: postgres.DataPlacement,
                   known_absent: bool = False) -> None:
     """Register a shared tenant with the shared workload; an isolated one is not routed there."""
-    ref = ObjectRef(KINDS[("v1", "ConfigMap")], render.ROUTES_CONFIGMAP, ctx.settings.shared_namespace)
+    ref = render.routes_ref(ctx.settings)
     routes = {} if known_absent else (ctx.kube.read(ref) or {}).get("data") or {}
     state = "suspended" if tenant.spec.suspended else "active"
     wanted = render.route_entry(tenant, placement.database, state) if tier == "shared" else None

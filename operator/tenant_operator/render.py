@@ -20,6 +20,7 @@ import jinja2
 import yaml
 
 from tenant_operator import names
+from tenant_operator.kube import KINDS, ObjectRef
 from tenant_operator.model import QUOTA_NAME_MESSAGE, quota_name_allowed
 from tenant_operator.settings import Settings
 
@@ -206,6 +207,11 @@ def database_secret(tenant, host: str, port: int, database: str, schema: str, pa
         "type": "Opaque",
         "data": {key: base64.b64encode(text.encode()).decode() for key, text in fields.items()},
     }
+
+
+def routes_ref(settings: Settings) -> ObjectRef:
+    """The shared workload's routing table: one ConfigMap, an entry per shared tenant."""
+    return ObjectRef(KINDS[("v1", "ConfigMap")], ROUTES_CONFIGMAP, settings.shared_namespace)
 
 
 def route_entry(tenant, database: str, state: str = "active") -> str:
