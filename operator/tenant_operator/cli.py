@@ -36,6 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     import tenant_operator.handlers  # noqa: F401 - registers the handlers with kopf
 
     kopf.configure(verbose=args.verbose)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_retried_requests_are_warnings)
     if not args.verbose:
         # kopf logs every handler call at INFO: a line per watch event, thousands a minute at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -48,6 +50,16 @@ def _run(args: argparse.Namespace) -> int:
         priority=args.priority,
     )
     return 0
+
+
+def _retried_requests_are_warnings(record: logging.LogRecord) -> bool:
+    """kopf logs a request it is about to retry as an ERROR: at start-up the API server answers
+    429 while it initialises its storage, every time. Passing trouble is a warning; a request
+    that fails for good is still logged as an error by kopf."""
+    if record.levelno == logging.ERROR and record.name.startswith("kopf") \
+            and "will retry" in record.getMessage():
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def _crds(args: argparse.Namespace) -> int:

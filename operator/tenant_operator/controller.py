@@ -83,6 +83,8 @@ class Controller:
             self._may_work.set()
         else:
             self.leading = leading
+            # A move asks again before each of its steps, not only before its reconcile.
+            self.context = dataclasses.replace(self.context, leading=leading)
         self.tasks = [asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(settings.workers)]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
 

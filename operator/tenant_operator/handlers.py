@@ -20,7 +20,7 @@ import kopf
 
 from tenant_operator import metrics, postgres
 from tenant_operator.controller import Controller
-from tenant_operator.leader import KubeLeaseStore, LeaderElector, LeaseConfig
+from tenant_operator.leader import KubeLeaseStore, LeaderElector, LeaseConfig, default_identity
 from tenant_operator.kube import Kube
 from tenant_operator.names import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from tenant_operator.settings import from_environment
@@ -52,6 +52,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     # Only our own Deployments, filtered by the API server: the cluster's others never reach us.
     settings.watching.label_selectors["apps", "deployments"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     operator_settings = from_environment()
+    identity = default_identity()
+    postgres.identify(identity)  # names every PostgreSQL session of this process (tenantlock.py)
     kube = Kube(api_client())
     controller = Controller.create(kube, operator_settings)
     try:
@@ -61,7 +63,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         raise kopf.TemporaryError(f"PostgreSQL is not reachable yet: {error}", delay=5) from None
     metrics.serve(operator_settings.metrics_port)
     if operator_settings.leader_election:
-        config = LeaseConfig.from_settings(operator_settings)
+        config = LeaseConfig.from_settings(operator_settings, identity=identity)
         elector = LeaderElector(KubeLeaseStore(kube, config.namespace, config.name), config,
                                 on_started_leading=controller.leadership_gained,
                                 on_stopped_leading=controller.leadership_lost)
@@ -71,7 +73,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     else:
         controller.start()
     memo["controller"] = controller
-    log.info("tenant-operator started: %s", operator_settings)
+    log.info("tenant-operator started as %s: %s", identity, operator_settings)
 
 
 @kopf.on.cleanup()

@@ -148,10 +148,15 @@ class Kube:
         return self.request("PATCH", ref.kind.path(ref.name, ref.namespace), query, dict(manifest),
                             content_type="application/apply-patch+yaml")
 
-    def apply_status(self, kind: Kind, name: str, status: Mapping[str, Any]) -> dict:
-        """Server-side apply of the status subresource: the fields we own, nothing else."""
-        body = {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": name},
-                "status": dict(status)}
+    def apply_status(self, kind: Kind, name: str, status: Mapping[str, Any],
+                     resource_version: str | None = None) -> dict:
+        """Server-side apply of the status subresource: the fields we own, nothing else.
+
+        With `resource_version` the write is a precondition too: 409 Conflict when the
+        object changed since it was read at that version.
+        """
+        metadata = {"name": name, **({"resourceVersion": resource_version} if resource_version else {})}
+        body = {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata, "status": dict(status)}
         query = [("fieldManager", self.field_manager), ("force", "true")]
         self._count_write()
         return self.request("PATCH", kind.path(name) + "/status", query, body,

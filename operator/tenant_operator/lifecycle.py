@@ -38,7 +38,9 @@ from kubernetes.client.exceptions import ApiException
 from tenant_operator import conditions as cond
 from tenant_operator import metrics, migration, names, postgres, render, snapshot
 from tenant_operator.conditions import Condition
+from tenant_operator.fence import Deposed
 from tenant_operator.kube import KINDS, TENANT, ObjectRef
+from tenant_operator.tenantlock import LockBusy
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,12 @@ def finalize(ctx, body: dict, tenant):
         tier = status.get("tier") or render.value(tenant.spec.tier)
         placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
         reclaimed = RECLAIM[policy](ctx, body, tenant, placement)
+    except LockBusy as busy:
+        log.info("tenant %s: deletion waits: %s", tenant.name, busy)
+        return Outcome(requeue_after=migration.LOCK_BUSY_RETRY)
+    except Deposed as deposed:
+        log.warning("tenant %s: deletion stops here: %s", tenant.name, deposed)
+        return Outcome()
     except postgres.DatabaseUnavailable as error:
         log.warning("tenant %s: cannot reach PostgreSQL to finalize: %s", tenant.name, error)
         _report(ctx, body, "DatabaseUnavailable",

@@ -528,7 +528,10 @@ class MigrationStatus(_Status):
     freeze_started: Timestamp | None = Field(default=None, description="When writes to the source were frozen.")
     freeze_seconds: float | None = Field(default=None, ge=0, description="How long writes were frozen, once switched.")
     quarantine: str | None = Field(default=None, max_length=63,
-                                   description="Name the source schema or database was renamed to after the switch.")
+                                   description="Name the source schema or database was renamed to at the switch.")
+    unfrozen: bool | None = Field(default=None,
+                                  description="The switch gave the tenant its login back (on the target).")
+    retired: bool | None = Field(default=None, description="The quarantined source was announced.")
     message: str | None = Field(default=None, description="Details of the current step.")
 
 

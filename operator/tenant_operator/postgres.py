@@ -81,6 +81,22 @@ TENANT_DATABASE_SESSION_SETTINGS = {
 # Databases of every server that tenants have no business in: they keep nothing a
 # tenant could use, and a session held open in template1 makes CREATE DATABASE from it fail.
 TEMPLATE_DATABASE = "template1"
+# Every session the operator opens carries its process identity as application_name: a new
+# leader that must take a tenant's lock from a deposed process ends exactly that process's
+# sessions (tenantlock.py). Set once at start-up by identify().
+APPLICATION_PREFIX = "tenant-operator/"
+_application_name = APPLICATION_PREFIX + "unnamed"
+
+
+def identify(identity: str) -> None:
+    """Name this process's sessions (before the first connection)."""
+    global _application_name
+    _application_name = (APPLICATION_PREFIX + identity)[:63]
+    _session_conninfo.cache_clear()
+
+
+def application_name() -> str:
+    return _application_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +160,10 @@ def ensure_shared_database(admin_dsn: str, name: str) -> EnsureResult:
             except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 pass
             state = _fetch_one(conn, sql.database_state(name))
-        # CONNECT stays: every shared-tier tenant connects here.
+        if "CONNECT" in state["public_privileges"]:
+            actions += _connect_for_shared_tenants_only(admin_dsn, name)
+            conn.execute(sql.revoke_connect_from_public(name))
+            actions.append("revoked CONNECT on shared database from PUBLIC")
         if "TEMPORARY" in state["public_privileges"]:
             conn.execute(sql.revoke_temporary_from_public(name))
             actions.append("revoked TEMPORARY on shared database from PUBLIC")
@@ -156,6 +175,18 @@ def ensure_shared_database(admin_dsn: str, name: str) -> EnsureResult:
     with _connect(make_conninfo(admin_dsn, dbname=name)) as conn:
         actions += _lock_database_for_tenants(conn, "shared database")
     return EnsureResult(tuple(actions))
+
+
+def _connect_for_shared_tenants_only(admin_dsn: str, name: str) -> list[str]:
+    """Before PUBLIC loses CONNECT on the shared database (an install from before that rule),
+    every role owning a tenant schema there gets CONNECT of its own, so no shared tenant is
+    cut off while it waits for its reconcile. Isolated tenants never get it: they have no
+    business in the shared database, where they could list the others' schema names."""
+    with _connect(make_conninfo(admin_dsn, dbname=name)) as conn:
+        owners = [row[0] for row in conn.execute(*sql.shared_schema_owners("tenant_")).fetchall()]
+        for role in owners:
+            conn.execute(sql.grant_connect(name, role))
+    return [f"granted CONNECT on shared database to {len(owners)} shared tenant role(s)"] if owners else []
 
 
 def _lock_database_for_tenants(conn: psycopg.Connection, what: str) -> list[str]:
@@ -252,6 +283,60 @@ def rotate_password(admin_dsn: str, role: str, password: str) -> None:
         conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
 
 
+class StillConnected(Exception):
+    """Sessions of a tenant's role outlived pg_terminate_backend: its writes are not frozen."""
+
+
+def lock_out(admin_dsn: str, role: str) -> str:
+    """Freeze a tenant's writes for a move; returns the one-move password only the operator knows.
+
+    The role keeps LOGIN, so that the operator can log in as the tenant itself and run
+    the tenant's own code (CHECK constraints, triggers, index expressions, defaults) only
+    on the tenant's own connection, never on an admin one. Everyone else is out: the
+    tenant's clients hold the old password, roles the tenant made members of itself lose
+    that membership, and every session of either is ended and proven gone. Called again
+    by each step that logs in as the tenant, and before verify: whatever the tenant's code
+    did meanwhile (a password of its choosing, a membership) does not survive it.
+    """
+    password = new_password()
+    with _connect(admin_dsn) as conn:
+        if _fetch_one(conn, sql.role_state(role)) is None:
+            raise RoleMissing(f"PostgreSQL role {role} does not exist")
+        conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
+        conn.execute(sql.alter_role_login(role, True))
+        members = [row[0] for row in conn.execute(*sql.members_of(role)).fetchall()]
+        for member in members:
+            conn.execute(sql.revoke_membership(role, member))
+        for who in [role, *members]:
+            conn.execute(*sql.terminate_sessions(who))
+        left = _fetch_one(conn, sql.sessions_of([role, *members]))["sessions"]
+        if left:
+            raise StillConnected(f"{left} session(s) of role {role} did not end; writes are not frozen yet")
+    return password
+
+
+def restore_password(admin_dsn: str, role: str, password: str, login: bool) -> None:
+    """End a move's freeze: the password of the tenant's Secret is the role's again, LOGIN as the spec says."""
+    with _connect(admin_dsn) as conn:
+        if _fetch_one(conn, sql.role_state(role)) is None:
+            raise RoleMissing(f"PostgreSQL role {role} does not exist")
+        conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
+        conn.execute(sql.alter_role_login(role, login))
+        if not login:
+            conn.execute(*sql.terminate_sessions(role))
+
+
+def revoke_connect(admin_dsn: str, database: str, role: str) -> None:
+    """The role may no longer connect to `database` (the shared one, once its tenant moved away)."""
+    with _connect(admin_dsn) as conn:
+        conn.execute(sql.revoke_connect(database, role))
+
+
+def grant_connect(admin_dsn: str, database: str, role: str) -> None:
+    with _connect(admin_dsn) as conn:
+        conn.execute(sql.grant_connect(database, role))
+
+
 def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
     """Drop the tenant's schema or database, then its role: only for reclaimPolicy Delete.
 
@@ -345,6 +430,10 @@ def _ensure_role(
     if state is None or not state["search_path_ok"]:
         conn.execute(sql.alter_role_search_path(role, placement.schema))
         actions.append("set search_path")
+    # PUBLIC may not connect to the shared database: each shared tenant is granted it.
+    if placement.tier == SHARED and (state is None or not state["connect_granted"]):
+        conn.execute(sql.grant_connect(placement.database, role))
+        actions.append("granted CONNECT on shared database")
     return actions
 
 
@@ -431,7 +520,7 @@ def admin_session_dsn(dsn: str, tenant_database: bool = False) -> str:
     settings = TENANT_DATABASE_SESSION_SETTINGS if tenant_database else ADMIN_SESSION_SETTINGS
     ours = " ".join(f"-c {key}={value}" for key, value in settings.items())
     theirs = _parse_dsn(dsn).get("options")
-    return make_conninfo(dsn, options=f"{theirs} {ours}" if theirs else ours)
+    return make_conninfo(dsn, options=f"{theirs} {ours}" if theirs else ours, application_name=_application_name)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -67,6 +67,8 @@ class Context:
     shared_workload: Recent = dataclasses.field(default_factory=lambda: Recent(5.0))
     events: events.Recorder | None = None
     """Where events go; posted synchronously unless the operator gives its background recorder."""
+    leading: Callable[[], bool] = lambda: True
+    """Whether this replica may act now (leader election); asked again before every step of a move."""
 
     def __post_init__(self):
         if self.events is None:
@@ -80,10 +82,8 @@ class Outcome:
     """Something went wrong that may pass: retry with backoff."""
 
 
-class StepFailed(Exception):
-    def __init__(self, condition: Condition):
-        super().__init__(condition.message)
-        self.condition = condition
+class Superseded(Exception):
+    """A status write fenced by resourceVersion met a newer Tenant: this view of it is stale."""
 
 
 def reconcile(ctx: Context, body: dict) -> Outcome:
@@ -381,11 +381,12 @@ def _ensure_finalizer(kube: Kube, body: dict) -> None:
 
 
 def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier: str | None,
-            migration_status: dict | None = None) -> None:
+            migration_status: dict | None = None, fenced: bool = False) -> None:
     """Write status only when it differs; post an event per condition that changed.
 
     The status is applied whole with our field manager, so a field left out (the
-    migration record once a migration ends) is removed from the object.
+    migration record once a migration ends) is removed from the object. `fenced`
+    (a migration's writes): only over the resourceVersion in `body`, else Superseded.
     """
     meta = body["metadata"]
     current = body.get("status") or {}
@@ -409,7 +410,16 @@ def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier
     if all(current.get(key) == value for key, value in status.items()) and (
             "migration" in status or "migration" not in current):
         return
-    ctx.kube.apply_status(TENANT, meta["name"], status)
+    try:
+        written = ctx.kube.apply_status(TENANT, meta["name"], status,
+                                        resource_version=meta.get("resourceVersion") if fenced else None)
+    except ApiException as error:
+        if fenced and error.status == 409:
+            raise Superseded(f"tenant {meta['name']} changed since resourceVersion {meta.get('resourceVersion')}") \
+                from None
+        raise
+    if written and (written.get("metadata") or {}).get("resourceVersion"):
+        meta["resourceVersion"] = written["metadata"]["resourceVersion"]
     body["status"] = status
     for changed in cond.transitions(current.get("conditions", []), merged):
         if changed["type"] == cond.READY or changed["status"] != "True":

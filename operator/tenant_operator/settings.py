@@ -39,9 +39,6 @@ class Settings:
     """Prometheus metrics port; 0 disables the endpoint."""
     quarantine_retention_seconds: float = 7 * 24 * 3600.0
     """How long a migrated-away source schema or database is kept before it is dropped."""
-    fault: str | None = None
-    """Test-only fault injection: "crash:<step>" exits the process inside that migration step,
-    "corrupt:copy" damages one copied row so that verification must fail."""
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
     snapshot_dir: Path = Path(tempfile.gettempdir()) / "tenant-operator-snapshots"

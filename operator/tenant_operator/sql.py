@@ -72,6 +72,34 @@ def alter_role_search_path(role: str, schema: str) -> sql.Composed:
     return _statement("ALTER ROLE {} SET search_path = {}", role, schema)
 
 
+def members_of(role: str) -> Query:
+    """Roles that were granted membership in `role`: each could SET ROLE to it.
+
+    A PostgreSQL 15 role may grant membership in itself from a session logged in as
+    itself, so a tenant can hand its role to another login; a move locks them out too.
+    """
+    return Query(
+        sql.SQL(
+            "SELECT m.rolname AS member FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member"
+            " WHERE a.roleid = (SELECT oid FROM pg_roles WHERE rolname = %(role)s) ORDER BY 1"
+        ),
+        {"role": role},
+    )
+
+
+def revoke_membership(role: str, member: str) -> sql.Composed:
+    return _statement("REVOKE {} FROM {} CASCADE", role, member)
+
+
+def sessions_of(roles: list[str]) -> Query:
+    """How many sessions the roles have open (other than ours)."""
+    return Query(
+        sql.SQL("SELECT count(*) AS sessions FROM pg_stat_activity"
+                " WHERE usename = ANY(%(roles)s) AND pid <> pg_backend_pid()"),
+        {"roles": roles},
+    )
+
+
 def drop_role(role: str) -> sql.Composed:
     return _statement("DROP ROLE IF EXISTS {}", role)
 
@@ -222,6 +250,26 @@ def grant_connect(database: str, role: str) -> sql.Composed:
     return _statement("GRANT CONNECT ON DATABASE {} TO {}", database, role)
 
 
+def revoke_connect(database: str, role: str) -> sql.Composed:
+    return _statement("REVOKE CONNECT ON DATABASE {} FROM {}", database, role)
+
+
+def revoke_connect_from_public(database: str) -> sql.Composed:
+    return _statement("REVOKE CONNECT ON DATABASE {} FROM PUBLIC", database)
+
+
+def shared_schema_owners(prefix: str) -> Query:
+    """Login roles owning a schema of the current database whose name starts with `prefix`:
+    the shared tenants, who must keep CONNECT when PUBLIC loses it."""
+    return Query(
+        sql.SQL(
+            "SELECT DISTINCT r.rolname AS role FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner"
+            " WHERE starts_with(n.nspname, %(prefix)s) AND NOT r.rolsuper ORDER BY 1"
+        ),
+        {"prefix": prefix},
+    )
+
+
 def rename_database(database: str, new_name: str) -> sql.Composed:
     return _statement("ALTER DATABASE {} RENAME TO {}", database, new_name)
 
@@ -236,7 +284,8 @@ def drop_database(database: str) -> sql.Composed:
 # which for a database include CONNECT and TEMPORARY for PUBLIC (grantee 0).
 
 def role_state(role: str, schema: str | None = None) -> Query:
-    """One row if the role exists: its attributes and whether search_path is the schema.
+    """One row if the role exists: its attributes, whether search_path is the schema, and
+    whether the role itself (not PUBLIC) was granted CONNECT on the current database.
 
     rolconfig holds `search_path=<value>` with the value quoted as quote_ident
     would, so the comparison is done by the server rather than re-implemented.
@@ -246,8 +295,10 @@ def role_state(role: str, schema: str | None = None) -> Query:
             "SELECT rolcanlogin, rolconfig, rolsuper, rolinherit, rolcreaterole, rolcreatedb,"
             " rolreplication, rolbypassrls, rolconnlimit,"
             " coalesce(('search_path=' || quote_ident(%(schema)s)) = ANY (rolconfig), false)"
-            " AS search_path_ok"
-            " FROM pg_roles WHERE rolname = %(role)s"
+            " AS search_path_ok,"
+            " EXISTS (SELECT 1 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database()"
+            "  AND a.grantee = r.oid AND a.privilege_type = 'CONNECT') AS connect_granted"
+            " FROM pg_roles r WHERE rolname = %(role)s"
         ),
         {"role": role, "schema": schema},
     )

@@ -6,6 +6,19 @@ post-data - indexes, keys, foreign keys - after them, the fast order); the rows
 are streamed table by table with COPY in binary, which reports progress and
 needs no file of the data.
 
+Tenant-defined code runs only on sessions logged in as the tenant's role. What
+writes into the target evaluates the tenant's functions: COPY FROM (CHECK
+constraints, domain checks, generated columns), and pg_restore (index
+expressions and predicates, constraints validated over the rows, materialized
+views refreshed). Both log in as the tenant with the move's password
+(postgres.lock_out), so `RESET ROLE` or `SET SESSION AUTHORIZATION` in such a
+function hands it nothing but itself. `SET ROLE` on an admin session would not
+contain it: RESET ROLE gives the admin back. Admin sessions only read (the source
+rows with COPY TO, pg_dump, checksums, as a superuser that bypasses row-level
+security and runs no tenant function: output functions are built-in, a tenant
+cannot create base types) and create, rename or drop whole schemas and
+databases, which runs nothing of the tenant's.
+
 Nothing here drops what it did not create: targets carry a marker comment set
 in the same transaction that creates them, and only marked targets (or ones
 without a single table) are ever replaced or dropped.
@@ -28,7 +41,9 @@ import psycopg
 from psycopg import sql as q
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tenant_operator.postgres import DataPlacement, DatabaseUnavailable, admin_session_dsn, ensure_tenant_data
+from tenant_operator import sql
+from tenant_operator.postgres import (DataPlacement, DatabaseUnavailable, admin_session_dsn, application_name,
+                                      ensure_tenant_data)
 
 MARKER = "tenant-operator: migration target"
 QUARANTINE_SEPARATOR = "$"  # never part of a tenant's identifier, so no tenant can collide
@@ -53,6 +68,17 @@ def _dsn(admin_dsn: str, database: str) -> str:
     # The database may be the tenant's own: its owner's ALTER DATABASE ... SET (a search_path
     # that puts its functions before pg_catalog's) must not reach our superuser session.
     return admin_session_dsn(make_conninfo(admin_dsn, dbname=database), tenant_database=True)
+
+
+# A tenant may have set its own role's defaults; none of them may stall or fail the copy.
+TENANT_SESSION_OPTIONS = ("-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+                          " -c default_transaction_read_only=off")
+
+
+def tenant_dsn(admin_dsn: str, placement: DataPlacement, password: str) -> str:
+    """A session logged in as the tenant's role itself, on the server of `admin_dsn`."""
+    return make_conninfo(admin_dsn, dbname=placement.database, user=placement.role, password=password,
+                         options=TENANT_SESSION_OPTIONS, application_name=application_name())
 
 
 @contextmanager
@@ -105,8 +131,10 @@ def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement) -> list[s
     else:
         with _connect(_dsn(admin_dsn, target.database)) as conn:
             exists, comment, tables = _schema_state(conn, target.schema)
-        if exists and tables and comment != _marker(tenant):
-            raise TargetNotEmpty(f"schema {target.schema} in database {target.database} already holds tables")
+            if exists and tables and comment != _marker(tenant):
+                raise TargetNotEmpty(f"schema {target.schema} in database {target.database} already holds tables")
+            # The copy logs in as the tenant, there: shared tenants are granted CONNECT one by one.
+            conn.execute(sql.grant_connect(target.database, target.role))
     return actions
 
 
@@ -125,7 +153,7 @@ def _run_tool(argv: list[str], dsn: str) -> str:
     env = {**os.environ, "PGHOST": str(params.get("host", "")), "PGPORT": str(params.get("port", "5432")),
            "PGUSER": str(params.get("user", "")), "PGPASSWORD": str(params.get("password", "")),
            "PGDATABASE": str(params.get("dbname", "")), "PGOPTIONS": str(params.get("options", "")),
-           "PGCONNECT_TIMEOUT": "10"}
+           "PGAPPNAME": str(params.get("application_name", "")), "PGCONNECT_TIMEOUT": "10"}
     result = subprocess.run(argv, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise ToolFailed(f"{Path(argv[0]).name} failed: {result.stderr.strip()[-2000:]}")
@@ -159,46 +187,51 @@ def _recreate_target_schema(conn: psycopg.Connection, tenant: str, target: DataP
             q.Identifier(target.schema), q.Literal(_marker(tenant))))
 
 
-def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: DataPlacement,
+def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: DataPlacement, password: str,
                 progress: Callable[[str, int], None], bin_dir: Path | None = None,
                 between_tables: Callable[[], None] = lambda: None) -> dict[str, int]:
-    """Copy the tenant's schema from source to target; returns rows copied per table."""
-    source_dsn, target_dsn = _dsn(admin_dsn, source.database), _dsn(admin_dsn, target.database)
+    """Copy the tenant's schema from source to target; returns rows copied per table.
+
+    `password` is the move's password of the tenant's role: the DDL and the rows are
+    written by the tenant itself (see the module docstring), read by the admin.
+    """
+    source_dsn, target_admin_dsn = _dsn(admin_dsn, source.database), _dsn(admin_dsn, target.database)
+    as_tenant = tenant_dsn(admin_dsn, target, password)
     with tempfile.TemporaryDirectory(prefix="tenant-copy-") as workdir:
         dump = Path(workdir) / "schema.dump"
         _run_tool([_tool("pg_dump", bin_dir), "--format=custom", "--schema-only", f"--schema={source.schema}",
                    f"--file={dump}"], source_dsn)
         # The target schema is created by us, with its marker, so pg_restore must not create it.
-        listing = _run_tool([_tool("pg_restore", bin_dir), "--list", str(dump)], target_dsn)
-        schema_entry = re.compile(rf"^\d+; \d+ \d+ SCHEMA - {re.escape(source.schema)} ")
+        listing = _run_tool([_tool("pg_restore", bin_dir), "--list", str(dump)], target_admin_dsn)
+        # Nor its comment, which would replace the target's marker, nor its ACL: the schema is ours to set up.
+        schema_entry = re.compile(rf"^\d+; \d+ \d+ (SCHEMA - |(COMMENT|ACL) - SCHEMA ){re.escape(source.schema)} ")
         keep = Path(workdir) / "list"
         keep.write_text("\n".join(line for line in listing.splitlines() if not schema_entry.match(line)))
-        # As the tenant's role: index expressions and constraints may call the tenant's functions.
-        # Everything restored belongs to that role, whoever owned it in the source.
+        # Everything restored belongs to the tenant's role, whoever owned it in the source.
         restore = [_tool("pg_restore", bin_dir), f"--use-list={keep}", "--exit-on-error", "--single-transaction",
-                   f"--role={target.role}", "--no-owner", f"--dbname={target.database}"]
-        with _connect(source_dsn) as src, _connect(target_dsn) as dst:
-            _recreate_target_schema(dst, tenant, target)
-            _run_tool([*restore, "--section=pre-data", str(dump)], target_dsn)
+                   "--no-owner", f"--dbname={target.database}"]
+        with _connect(source_dsn) as src, _connect(target_admin_dsn) as admin_dst:
+            _recreate_target_schema(admin_dst, tenant, target)
+            _run_tool([*restore, "--section=pre-data", str(dump)], as_tenant)
             copied = {}
-            for table in _tables(src, source.schema):
-                copied[table] = _copy_table(src, dst, source.schema, table, target.role)
-                progress(table, copied[table])
-                between_tables()
-            _run_tool([*restore, "--section=post-data", str(dump)], target_dsn)
+            with _connect(as_tenant) as dst:
+                for table in _tables(src, source.schema):
+                    between_tables()
+                    copied[table] = _copy_table(src, dst, source.schema, table)
+                    progress(table, copied[table])
+            _run_tool([*restore, "--section=post-data", str(dump)], as_tenant)
             for sequence in _sequences(src, source.schema):
                 last_value, is_called = src.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
                     q.Identifier(source.schema), q.Identifier(sequence))).fetchone()
-                dst.execute("SELECT setval(format('%%I.%%I', %s::text, %s::text)::regclass, %s, %s)",
-                            [target.schema, sequence, last_value, is_called])
+                admin_dst.execute("SELECT pg_catalog.setval(pg_catalog.format('%%I.%%I', %s::text, %s::text)"
+                                  "::pg_catalog.regclass, %s, %s)", [target.schema, sequence, last_value, is_called])
     return copied
 
 
-def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, schema: str, table: str, role: str) -> int:
+def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, schema: str, table: str) -> int:
+    """Rows read by the admin, written by the tenant's own session (its CHECKs and generated columns run there)."""
     name = q.SQL("{}.{}").format(q.Identifier(schema), q.Identifier(table))
     with dst.transaction():
-        # Writing the rows evaluates the tenant's CHECK constraints and generated columns: with its rights.
-        dst.execute(q.SQL("SET LOCAL ROLE {}").format(q.Identifier(role)))
         with src.cursor().copy(q.SQL("COPY {} TO STDOUT (FORMAT BINARY)").format(name)) as reader, \
                 dst.cursor() as cursor:
             with cursor.copy(q.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(name)) as writer:
@@ -246,43 +279,44 @@ def quarantine_name(placement: DataPlacement, at: float | None = None) -> str:
     return f"{base}{QUARANTINE_SEPARATOR}{int(at or time.time())}"
 
 
-def quarantine(admin_dsn: str, source: DataPlacement, name: str) -> bool:
-    """Rename the source out of the way and lock it; False when it was already done."""
+def quarantine(session: psycopg.Connection, source: DataPlacement, name: str) -> bool:
+    """Rename the source out of the tenant's reach and lock it; False when it was already done.
+
+    `session` is the tenant lock's (in the shared database): a process whose lock was
+    taken away has no session left to do this on.
+    """
     if source.tier == "isolated":
-        with _connect(admin_dsn) as admin:
-            if not _database_exists(admin, source.database)[0]:
-                return False
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                          [source.database])
-            admin.execute(q.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                q.Identifier(source.database), q.Identifier(name)))
-            admin.execute(q.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(q.Identifier(name)))
-        return True
-    with _connect(_dsn(admin_dsn, source.database)) as conn:
-        if not _schema_state(conn, source.schema)[0]:
+        if not _database_exists(session, source.database)[0]:
             return False
-        with conn.transaction():
-            conn.execute(q.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                q.Identifier(source.schema), q.Identifier(name)))
-            # Without USAGE on the schema the tenant's role cannot reach the tables it still owns.
-            conn.execute(q.SQL("ALTER SCHEMA {} OWNER TO CURRENT_USER").format(q.Identifier(name)))
+        session.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
+                        [source.database])
+        session.execute(sql.rename_database(source.database, name))
+        session.execute(q.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(q.Identifier(name)))
+        return True
+    if not _schema_state(session, source.schema)[0]:
+        return False
+    with session.transaction():
+        session.execute(sql.rename_schema(source.schema, name))
+        # Without USAGE on the schema the tenant's role cannot reach the tables it still owns.
+        session.execute(q.SQL("ALTER SCHEMA {} OWNER TO CURRENT_USER").format(q.Identifier(name)))
     return True
 
 
-def drop_target(admin_dsn: str, tenant: str, target: DataPlacement) -> bool:
-    """Roll back: remove a target this operator created (marked), never anything else."""
+def drop_target(session: psycopg.Connection, tenant: str, target: DataPlacement) -> bool:
+    """Roll back: remove a target this operator created (marked), never anything else.
+
+    On the tenant lock's session (in the shared database), as quarantine().
+    """
     if target.tier == "isolated":
-        with _connect(admin_dsn) as admin:
-            exists, comment = _database_exists(admin, target.database)
-            if not exists or comment != _marker(tenant):
-                return False
-            admin.execute(q.SQL("DROP DATABASE {} WITH (FORCE)").format(q.Identifier(target.database)))
-        return True
-    with _connect(_dsn(admin_dsn, target.database)) as conn:
-        exists, comment, _ = _schema_state(conn, target.schema)
+        exists, comment = _database_exists(session, target.database)
         if not exists or comment != _marker(tenant):
             return False
-        conn.execute(q.SQL("DROP SCHEMA {} CASCADE").format(q.Identifier(target.schema)))
+        session.execute(q.SQL("DROP DATABASE {} WITH (FORCE)").format(q.Identifier(target.database)))
+        return True
+    exists, comment, _ = _schema_state(session, target.schema)
+    if not exists or comment != _marker(tenant):
+        return False
+    session.execute(q.SQL("DROP SCHEMA {} CASCADE").format(q.Identifier(target.schema)))
     return True
 
 

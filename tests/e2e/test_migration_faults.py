@@ -49,9 +49,8 @@ def launch(fault_cluster, postgres):
 
     def start(fault: str | None = None) -> OperatorProcess:
         settings = {"shared_database": shared_database, "resync_seconds": 2, "backoff_max_seconds": 3}
-        if fault:
-            settings["fault"] = fault
-        process = OperatorProcess(fault_cluster, postgres.url(), logdir / f"operator-{len(started)}.log", **settings)
+        process = OperatorProcess(fault_cluster, postgres.url(), logdir / f"operator-{len(started)}.log",
+                                  fault=fault, **settings)
         started.append(process)
         return process
 

@@ -371,13 +371,10 @@ def test_templates_config_map_is_mounted_where_template_dir_points(helm):
 
 # --- docs and image recipe ---------------------------------------------------------------------
 
-TEST_ONLY_SETTINGS = {"fault"}
-
-
 def test_configuration_reference_lists_every_setting():
     text = (ROOT / "docs" / "configuration.md").read_text()
     missing = [field.name for field in dataclasses.fields(Settings)
-               if field.name not in TEST_ONLY_SETTINGS and f"{ENV_PREFIX}{field.name.upper()}" not in text]
+               if f"{ENV_PREFIX}{field.name.upper()}" not in text]
 
     assert missing == [], "docs/configuration.md lacks these settings"
 

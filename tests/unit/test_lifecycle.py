@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import types
 from pathlib import Path
 
 import pytest
 
-from tenant_operator import lifecycle, postgres, snapshot, tierdata
+from tenant_operator import lifecycle, migration, postgres, snapshot, tierdata
 from tenant_operator.kube import KINDS, ObjectRef
 from tenant_operator.names import FINALIZER
 from tenant_operator.reconcile import Context
@@ -38,7 +40,7 @@ class FakeKube:
         self.objects[ref]["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
         return True
 
-    def apply_status(self, kind, name, status):
+    def apply_status(self, kind, name, status, resource_version=None):
         self.calls.append(("status", status["conditions"][0]["reason"]))
         self.statuses.append(status)
         return {"metadata": {"resourceVersion": str(len(self.statuses) + 100)}}
@@ -218,11 +220,26 @@ def test_snapshot_pass_after_the_drop_finds_the_dump_again(world, monkeypatch, t
     assert "acme-20300101T000001Z.dump" in message
 
 
+class HeldAuthority:
+    """The tenant's lock, as a process that holds it and leads sees it."""
+
+    lock = types.SimpleNamespace(session="the lock's session")
+
+    def check(self, before: str) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def held_authority(ctx, tenant_name):
+    yield HeldAuthority()
+
+
 class FakeTierData:
     """What tierdata would do to the two places of a migrating tenant, recorded in order."""
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
+        monkeypatch.setattr(migration, "authority_over", held_authority)
         monkeypatch.setattr(tierdata, "drop_target", lambda dsn, tenant, target: self._record("drop", target))
         monkeypatch.setattr(tierdata, "unmark", lambda dsn, target: self._record("unmark", target))
         monkeypatch.setattr(tierdata, "quarantine", lambda dsn, source, name: self._record("quarantine", source))
@@ -236,8 +253,8 @@ def test_deletion_before_the_switch_drops_the_target_and_reclaims_the_source(wor
     ctx, _ = world
     data, moves = FakeData(), FakeTierData(monkeypatch)
     data.install(monkeypatch, tmp_path)
-    migration = {"from": "shared", "to": "isolated", "step": "copy", "started": "2030-01-01T00:00:00Z"}
-    run(ctx, tenant_body("Delete", migration=migration))
+    record = {"from": "shared", "to": "isolated", "step": "copy", "started": "2030-01-01T00:00:00Z"}
+    run(ctx, tenant_body("Delete", migration=record))
 
     assert moves.calls == ["drop isolated"]
     assert data.calls == ["drop shared"]  # the policy then deals with the tenant's one home
@@ -250,10 +267,10 @@ def test_deletion_after_the_switch_quarantines_the_source_and_keeps_the_target(w
     ctx, _ = world
     data, moves = FakeData(), FakeTierData(monkeypatch)
     data.install(monkeypatch, tmp_path)
-    migration = {"from": "shared", "to": "isolated", "step": "switch", "started": "2030-01-01T00:00:00Z"}
-    run(ctx, tenant_body("Retain", migration=migration))
+    record = {"from": "shared", "to": "isolated", "step": "switch", "started": "2030-01-01T00:00:00Z"}
+    run(ctx, tenant_body("Retain", migration=record))
 
-    assert moves.calls == ["unmark isolated", "quarantine shared"]
+    assert moves.calls == ["quarantine shared", "unmark isolated"]  # out of the tenant's reach first
     assert data.calls == ["login False"]
     status = ctx.kube.statuses[-1]
     assert "migration" not in status and status["tier"] == "isolated"
@@ -267,12 +284,13 @@ def test_deletion_of_a_migrating_tenant_during_an_outage_keeps_the_record(world,
     def unavailable(*args):
         raise postgres.DatabaseUnavailable("PostgreSQL at db:5432/tenants is unavailable")
 
+    monkeypatch.setattr(migration, "authority_over", held_authority)
     monkeypatch.setattr(tierdata, "drop_target", unavailable)
-    migration = {"from": "shared", "to": "isolated", "step": "copy", "started": "2030-01-01T00:00:00Z"}
-    outcome = run(ctx, tenant_body("Delete", migration=migration))
+    record = {"from": "shared", "to": "isolated", "step": "copy", "started": "2030-01-01T00:00:00Z"}
+    outcome = run(ctx, tenant_body("Delete", migration=record))
 
     assert outcome.failed
-    assert ctx.kube.statuses[-1]["migration"] == migration  # retried from the same step
+    assert ctx.kube.statuses[-1]["migration"] == record  # retried from the same step
     assert ctx.kube.statuses[-1]["conditions"][0]["reason"] == "DatabaseUnavailable"
 
 

@@ -55,10 +55,18 @@ def test_paths_are_parsed_from_text():
 
 def test_text_settings_are_taken_as_they_are():
     settings = from_environment(environment(SHARED_NAMESPACE="shared-apps", SHARED_IMAGE="registry.example/web:2",
-                                            DATABASE_HOST="pg.db.svc", FAULT="crash:copy"))
+                                            DATABASE_HOST="pg.db.svc"))
 
-    assert (settings.shared_namespace, settings.shared_image, settings.database_host, settings.fault) == (
-        "shared-apps", "registry.example/web:2", "pg.db.svc", "crash:copy")
+    assert (settings.shared_namespace, settings.shared_image, settings.database_host) == (
+        "shared-apps", "registry.example/web:2", "pg.db.svc")
+
+
+def test_no_setting_injects_faults():
+    """Fault injection is the test harness's (tenant_operator.dev.faults), never a production setting."""
+    settings = from_environment(environment(FAULT="corrupt:copy", TEST_FAULT="corrupt:copy"))
+
+    assert not any("fault" in field.name for field in dataclasses.fields(settings))
+    assert "fault" not in repr(settings)
 
 
 @pytest.mark.parametrize("raw, expected", [("true", True), ("TRUE", True), ("1", True), ("yes", True),

@@ -41,7 +41,9 @@ class OperatorProcess:
     """The operator as a child process, exactly as `tenant-operator run` runs in a cluster."""
 
     def __init__(self, cluster: LocalCluster, database_url: str, log_path: Path, kubeconfig: Path | None = None,
-                 run_args: tuple[str, ...] = ("--standalone",), **settings: str):
+                 run_args: tuple[str, ...] = ("--standalone",), fault: str | None = None,
+                 fault_dir: Path | None = None, extra_env: dict[str, str] | None = None, **settings: str):
+        """`fault` (see tenant_operator.dev.faults) runs the operator through the test harness's entry point."""
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.log_path = log_path
@@ -51,10 +53,16 @@ class OperatorProcess:
             ENV_PREFIX + "DATABASE_URL": database_url,
             ENV_PREFIX + "METRICS_PORT": str(self.metrics_port),
             **{ENV_PREFIX + key.upper(): str(value) for key, value in settings.items()},
+            **(extra_env or {}),
         }
+        module = "tenant_operator"
+        if fault:
+            module = "tenant_operator.dev.faults"
+            env["TENANT_OPERATOR_TEST_FAULT"] = fault
+            env["TENANT_OPERATOR_TEST_FAULT_DIR"] = str(fault_dir or log_path.parent)
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tenant_operator", "run", *run_args,
+            [sys.executable, "-m", module, "run", *run_args,
              f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
