@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import yaml
 
-from tenant_operator.dev.cluster import existing_cluster, start_cluster
+from tenant_operator.dev.cluster import REPO_ROOT, existing_cluster, start_cluster
 from tenant_operator.dev.session import OperatorProcess, install_crds, run_kubectl
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.kube import KINDS, TENANT, Kube, ObjectRef
@@ -149,3 +149,54 @@ def connect_dsn():
     yield connect
     for conn in opened:
         conn.close()
+
+
+# --- a control plane of a test module's own, for tests that start and kill operators ---------------
+
+@pytest.fixture(scope="module")
+def fault_cluster():
+    cluster = start_cluster()
+    install_crds(cluster)
+    run_kubectl(cluster, "apply", "-f", str(REPO_ROOT / "manifests" / "samples" / "plans.yaml"))
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fault_kube(fault_cluster) -> Kube:
+    from kubernetes import config
+
+    return Kube(config.new_client_from_config(config_file=str(fault_cluster.kubeconfig)), field_manager="e2e-test")
+
+
+@pytest.fixture(scope="module")
+def launch(fault_cluster, postgres):
+    """Starts operators on the module's cluster, all with the same settings but the fault."""
+    shared_database = f"faults_{secrets.token_hex(3)}"
+    logdir = Path(tempfile.mkdtemp(prefix="tenant-operator-faults-"))
+    started: list[OperatorProcess] = []
+
+    def start(fault: str | None = None, run_args: tuple[str, ...] = ("--standalone",),
+              extra_env: dict[str, str] | None = None, **overrides) -> OperatorProcess:
+        settings = {"shared_database": shared_database, "resync_seconds": 2, "backoff_max_seconds": 3, **overrides}
+        process = OperatorProcess(fault_cluster, postgres.url(), logdir / f"operator-{len(started)}.log",
+                                  fault=fault, fault_dir=logdir / f"fault-{len(started)}", run_args=run_args,
+                                  extra_env=extra_env, **settings)
+        started.append(process)
+        return process
+
+    start.shared_database = shared_database
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.stop()
+    print(f"operator logs: {logdir}")
+
+
+@pytest.fixture
+def fault_tenants(fault_kube, fault_cluster):
+    helper = Tenants(fault_kube, fault_cluster)
+    yield helper
+
+

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
+import psycopg.sql
 import pytest
 
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.kube import TENANT, ObjectRef
 
 from .conftest import namespaced
+from . import writers as writers_module
 from .migration_data import can_write, read_fingerprint, tenant_secret, write_sample_data
+from .writers import Writers, count_writes, wait_for_commits
 
 
 def _databases(postgres) -> set[str]:
@@ -79,3 +84,68 @@ def test_migrated_tenant_role_reaches_no_other_tenant(tenants, kube):
     other_url = mine["DATABASE_URL"].rsplit("/", 1)[0] + "/" + theirs["database"]
     with pytest.raises(psycopg.OperationalError, match="permission denied"):
         psycopg.connect(other_url).close()
+
+
+ROUND_TRIPS = 5
+
+
+def test_no_committed_write_lost_while_moving_back_and_forth_under_load(tenants, kube):
+    """Four writers with the tenant's credentials (three re-read the Secret on reconnect, one never
+    does) insert rows while the tenant moves shared -> isolated -> shared five times over."""
+    name = tenants.unique("load")
+    tenants.create(name, plan="professional", tier="shared")
+    tenants.wait_ready(name)
+    url = tenant_secret(kube, name)["DATABASE_URL"]
+    write_sample_data(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(writers_module.TABLE)
+    writers = Writers(kube, name, count=4, stubborn=1).start()
+    freezes: list[float] = []
+    try:
+        for _ in range(ROUND_TRIPS):
+            for tier in ("isolated", "shared"):
+                wait_for_commits(writers, writers.committed_total() + 50)  # writing as the move starts
+                condition = _move(tenants, kube, name, tier)
+                freezes.append(float(re.search(r"writes frozen ([\d.]+)s", condition["message"]).group(1)))
+                wait_for_commits(writers, writers.committed_total() + 50)  # and again on the new home
+    finally:
+        writers.stop()
+
+    count = count_writes(tenant_secret(kube, name)["DATABASE_URL"], writers)
+    uncertain = sum(len(w.uncertain) for w in writers.writers)
+    print(f"\n{len(freezes)} moves; writes attempted {count.attempted}, committed {count.committed}, found "
+          f"{count.found} ({uncertain} uncertain); freezes {', '.join(f'{f:.2f}s' for f in freezes)}")
+    assert count.missing == [], f"{len(count.missing)} committed writes lost"
+    assert count.changed_ids == [], "committed rows came back with other ids"
+    assert count.phantoms == [], "rows nobody wrote"
+    assert sum(w.duplicate_ids for w in writers.writers) == 0, "a sequence handed out an id twice"
+    assert all(len(w.committed) > 50 for w in writers.writers if w.follows_secret)
+    assert read_fingerprint(tenant_secret(kube, name)["DATABASE_URL"])["customers"][0] == 500
+
+
+def test_old_secret_and_old_sessions_reach_no_old_home(tenants, kube, postgres, shared_database):
+    name = tenants.unique("stale")
+    tenants.create(name, plan="professional", tier="shared")
+    tenants.wait_ready(name)
+    shared_url = tenant_secret(kube, name)["DATABASE_URL"]
+    write_sample_data(shared_url)
+    held = psycopg.connect(shared_url, autocommit=True)
+
+    _move(tenants, kube, name, "isolated")
+    with pytest.raises(psycopg.OperationalError):
+        held.execute("INSERT INTO customers (name) VALUES ('through a session from before the move')")
+    held.close()
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(shared_url).close()
+    isolated_url = tenant_secret(kube, name)["DATABASE_URL"]
+    assert can_write(isolated_url)
+
+    _move(tenants, kube, name, "shared")
+    with pytest.raises(psycopg.OperationalError, match="does not exist"):
+        psycopg.connect(isolated_url).close()
+    quarantined = [s for s in _schemas(postgres, shared_database) if s.startswith(f"tenant_{name.replace('-', '_')}$")]
+    assert quarantined
+    with psycopg.connect(tenant_secret(kube, name)["DATABASE_URL"], autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}.customers").format(
+                psycopg.sql.Identifier(quarantined[0])))

@@ -6,66 +6,13 @@ of their own, where no other operator watches their tenants.
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import tempfile
-from pathlib import Path
-
 import psycopg
 import pytest
 
-from tenant_operator.dev.cluster import REPO_ROOT, start_cluster
-from tenant_operator.dev.session import OperatorProcess, install_crds, run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import TENANT, Kube, ObjectRef
+from tenant_operator.kube import TENANT, ObjectRef
 
-from .conftest import Tenants
 from .migration_data import can_write, read_fingerprint, tenant_secret, write_sample_data
-
-
-@pytest.fixture(scope="module")
-def fault_cluster():
-    cluster = start_cluster()
-    install_crds(cluster)
-    run_kubectl(cluster, "apply", "-f", str(REPO_ROOT / "manifests" / "samples" / "plans.yaml"))
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(cluster.workdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def fault_kube(fault_cluster) -> Kube:
-    from kubernetes import config
-
-    return Kube(config.new_client_from_config(config_file=str(fault_cluster.kubeconfig)), field_manager="e2e-test")
-
-
-@pytest.fixture(scope="module")
-def launch(fault_cluster, postgres):
-    """Starts operators on the module's cluster, all with the same settings but the fault."""
-    shared_database = f"faults_{secrets.token_hex(3)}"
-    logdir = Path(tempfile.mkdtemp(prefix="tenant-operator-faults-"))
-    started: list[OperatorProcess] = []
-
-    def start(fault: str | None = None) -> OperatorProcess:
-        settings = {"shared_database": shared_database, "resync_seconds": 2, "backoff_max_seconds": 3}
-        process = OperatorProcess(fault_cluster, postgres.url(), logdir / f"operator-{len(started)}.log",
-                                  fault=fault, **settings)
-        started.append(process)
-        return process
-
-    start.shared_database = shared_database
-    yield start
-    for process in started:
-        if process.process.poll() is None:
-            process.stop()
-    print(f"operator logs: {logdir}")
-
-
-@pytest.fixture
-def fault_tenants(fault_kube, fault_cluster):
-    helper = Tenants(fault_kube, fault_cluster)
-    yield helper
 
 
 def _ready_tenant_with_data(fault_tenants, fault_kube, tier: str) -> tuple[str, dict]:

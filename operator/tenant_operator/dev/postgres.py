@@ -108,6 +108,8 @@ def _pg_ctl_start(bin_dir: Path, data_dir: Path, port: int) -> None:
     options = (
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        # What the tests look at: whose sessions connected when, and which functions ran where.
+        " -c log_connections=on -c track_functions=pl"
     )
     subprocess.run(
         [*_as_server_user(), str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options,

@@ -56,10 +56,12 @@ class OperatorProcess:
             **(extra_env or {}),
         }
         module = "tenant_operator"
+        self.fault_dir = Path(fault_dir or log_path.parent)
         if fault:
             module = "tenant_operator.dev.faults"
+            self.fault_dir.mkdir(parents=True, exist_ok=True)
             env["TENANT_OPERATOR_TEST_FAULT"] = fault
-            env["TENANT_OPERATOR_TEST_FAULT_DIR"] = str(fault_dir or log_path.parent)
+            env["TENANT_OPERATOR_TEST_FAULT_DIR"] = str(self.fault_dir)
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, "run", *run_args,
@@ -76,6 +78,19 @@ class OperatorProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+    def paused_in(self) -> str | None:
+        """The step a `pause:<step>` fault holds the operator in, once it got there."""
+        marker = self.fault_dir / "paused"
+        return marker.read_text() if marker.exists() else None
+
+    def resume(self) -> None:
+        """Let a `pause:<step>` fault go on (once the process runs)."""
+        (self.fault_dir / "resume").write_text("go")
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
         self.process.kill()
