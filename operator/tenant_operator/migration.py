@@ -204,6 +204,7 @@ class _Move:
 
     def _look_again(self, before: str) -> None:
         """Read the Tenant again; stop for a deletion or a flip-back; prove we may still act."""
+        self.authority.check(before)
         if not _reload(self.ctx, self.body, self.on_server):
             raise Deposed("the Tenant is gone")
         self.tenant = Tenant.from_body(self.body)
@@ -235,6 +236,7 @@ class _Move:
         actions = tierdata.prepare_target(self.admin, self.tenant.name, self.target)
         faults.reached("step:prepare")
         if actions:
+            self.authority.check("tell what was prepared")
             self.ctx.events.post(self.body, "MigrationTargetPrepared", "; ".join(actions))
 
     def _freeze(self) -> None:
