@@ -131,8 +131,9 @@ def own_rows(creds: Credentials) -> list[str]:
 
 
 # Who attacks whom where the victim's data lives in the shared database: the intruder
-# connects there with its own credentials (PUBLIC keeps CONNECT on the shared database).
-SHARED_VICTIMS = [("shared_a", "shared_b"), ("shared_b", "shared_a"), ("isolated", "shared_a")]
+# connects there with its own credentials. Only shared tenants may: PUBLIC has no CONNECT
+# there, so an isolated tenant is refused at the door (test_isolated_tenant_cannot_connect_...).
+SHARED_VICTIMS = [("shared_a", "shared_b"), ("shared_b", "shared_a")]
 ALL_TENANTS = ["shared_a", "shared_b", "isolated"]
 
 
@@ -164,7 +165,6 @@ def test_temporary_tables_only_in_an_isolated_tenants_own_database(fleet, connec
     connect(fleet.isolated).execute("CREATE TEMP TABLE scratch (id int)")
 
     refused(connect(fleet.shared_a), "CREATE TEMP TABLE scratch (id int)")
-    refused(connect(fleet.isolated, fleet.shared_database), "CREATE TEMP TABLE scratch (id int)")
 
 
 def test_large_objects_only_in_an_isolated_tenants_own_database(fleet, connect):
@@ -175,7 +175,6 @@ def test_large_objects_only_in_an_isolated_tenants_own_database(fleet, connect):
 
     for statement in ("SELECT lo_create(0)", "SELECT lo_creat(-1)", "SELECT lo_from_bytea(0, 'x')"):
         refused(connect(fleet.shared_a), statement)
-        refused(connect(fleet.isolated, fleet.shared_database), statement)
 
 
 # --- another tenant's schema ----------------------------------------------------------------------------
@@ -320,8 +319,7 @@ def test_isolated_tenants_tables_are_not_even_named_in_the_shared_database(fleet
 
 
 def test_tenant_cannot_create_in_public_anywhere(fleet, connect):
-    places = [(fleet.shared_a, None), (fleet.shared_b, None), (fleet.isolated, None),
-              (fleet.isolated, fleet.shared_database)]
+    places = [(fleet.shared_a, None), (fleet.shared_b, None), (fleet.isolated, None)]
     for creds, database in places:
         conn = connect(creds, database)
         for statement in ("CREATE TABLE public.planted (id int)",
@@ -335,6 +333,13 @@ def test_tenant_cannot_create_in_public_anywhere(fleet, connect):
     conn.execute("CREATE SCHEMA reports")
     conn.execute("CREATE TABLE reports.monthly (id int)")
     conn.execute("DROP SCHEMA reports CASCADE")
+
+
+def test_isolated_tenant_cannot_connect_to_the_shared_database(fleet, connect):
+    """Not even to list the shared tenants' schema names: PUBLIC has no CONNECT there."""
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        connect(fleet.isolated, fleet.shared_database)
+    assert connect(fleet.shared_a, fleet.shared_database).execute("SELECT 1").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("intruder", ["shared_a", "shared_b"])
@@ -393,7 +398,7 @@ def test_tenant_cannot_raise_its_own_role(fleet, connect, admin, who):
 
 def test_tenant_cannot_alter_the_shared_database_or_another_tenants(fleet, connect):
     shared, other = q.Identifier(fleet.shared_database), q.Identifier(fleet.isolated.database)
-    for who in ("shared_a", "isolated"):
+    for who in ("shared_a", "shared_b"):
         conn = connect(fleet[who], fleet.shared_database)
         for statement in (
             q.SQL("ALTER DATABASE {} SET search_path = public").format(shared),
@@ -402,7 +407,7 @@ def test_tenant_cannot_alter_the_shared_database_or_another_tenants(fleet, conne
             q.SQL("COMMENT ON DATABASE {} IS 'planted'").format(shared),
         ):
             refused(conn, statement)
-        # PUBLIC's CONNECT makes this a warning ("no privileges were granted"), not an error.
+        # The tenant's own CONNECT makes this a warning ("no privileges were granted"), not an error.
         conn.execute(q.SQL("GRANT CREATE, TEMPORARY ON DATABASE {} TO CURRENT_USER").format(shared))
         assert conn.execute("SELECT has_database_privilege(current_database(), 'CREATE'),"
                             " has_database_privilege(current_database(), 'TEMPORARY')").fetchone() == (False, False)
