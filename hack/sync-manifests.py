@@ -48,12 +48,16 @@ FILES = {
     "ClusterRoleBinding": "rbac.yaml",
     "Role": "rbac.yaml",
     "RoleBinding": "rbac.yaml",
+    "ValidatingAdmissionPolicy": "rbac.yaml",
+    "ValidatingAdmissionPolicyBinding": "rbac.yaml",
     "PersistentVolumeClaim": "operator.yaml",
     "Service": "operator.yaml",
     "Deployment": "operator.yaml",
     "PodDisruptionBudget": "operator.yaml",
 }
 PLANS = "plans/plans.yaml"
+KUBE_VERSION = "1.30.0"
+"""The oldest Kubernetes the chart supports (Chart.yaml kubeVersion): what `helm template` renders for."""
 
 
 def find_helm(build: bool = True) -> str | None:
@@ -77,7 +81,7 @@ def find_helm(build: bool = True) -> str | None:
 
 def helm_template(helm: str, *args: str, include_crds: bool = True) -> list[dict]:
     """The chart rendered as the base renders it (release and namespace tenant-operator)."""
-    command = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+    command = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
                "--set", f"database.existingSecret={DATABASE_SECRET}", *args]
     if include_crds:
         command.append("--include-crds")

@@ -1,4 +1,4 @@
-"""`tenant-operator run | dev | crds`."""
+"""`tenant-operator run | grants | dev | crds`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[ENV_PREFIX + "LEADER_ELECTION"] = "true"
     from tenant_operator.settings import from_environment
 
-    leader_election = from_environment().leader_election  # the flag or TENANT_OPERATOR_LEADER_ELECTION
+    settings = from_environment()
+    leader_election = settings.leader_election  # the flag or TENANT_OPERATOR_LEADER_ELECTION
     if leader_election and args.peering:
         raise SystemExit("--peering and --leader-election exclude each other: the Lease replaces kopf's peering")
     import tenant_operator.handlers  # noqa: F401 - registers the handlers with kopf
@@ -42,7 +43,9 @@ def _run(args: argparse.Namespace) -> int:
         # kopf logs every handler call at INFO: a line per watch event, thousands a minute at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
-        clusterwide=True,
+        # Tenants and plans are cluster-scoped and watched cluster-wide; of the namespaced kinds only
+        # the shared namespace's Deployments are watched: the operator may not list the cluster's.
+        namespaces=[settings.shared_namespace],
         # With the Lease deciding who reconciles, kopf's own peering must stay out of the way.
         standalone=args.standalone or leader_election,
         peering_name=args.peering,
@@ -60,6 +63,16 @@ def _retried_requests_are_warnings(record: logging.LogRecord) -> bool:
             and "will retry" in record.getMessage():
         record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True
+
+
+def _grants(args: argparse.Namespace) -> int:
+    from tenant_operator import grants
+    from tenant_operator.kube import Kube, api_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = grants.GrantSettings.from_environment()
+    grants.run(Kube(api_client(pool_size=4), field_manager="tenant-operator-grants"), settings)
+    return 0
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -110,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0)
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=_run)
+
+    grants = commands.add_parser(
+        "grants", help="bind the operator's ServiceAccount in each namespace it manages (the chart's "
+                       "<release>-grants Deployment; configured by TENANT_OPERATOR_GRANT_SUBJECT and "
+                       "TENANT_OPERATOR_*NAMESPACE_CLUSTER_ROLE)")
+    grants.set_defaults(func=_grants)
 
     crds = commands.add_parser("crds", help="write the CRDs generated from the models")
     crds.add_argument("--output", default="crds")

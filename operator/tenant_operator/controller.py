@@ -18,11 +18,11 @@ from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator import events, metrics, names, postgres, render
+from tenant_operator import access, events, metrics, names, postgres, render
 from tenant_operator.drift import needs_apply
 from tenant_operator.kube import TENANT_PLAN, Kube, ObjectRef
 from tenant_operator.listing import MAX_AGE_SECONDS, ListedKube
-from tenant_operator.reconcile import Context, Outcome, available as _available, reconcile
+from tenant_operator.reconcile import WAIT_FOR_WORKLOADS, Context, Outcome, available as _available, reconcile
 from tenant_operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,15 @@ class Controller:
         """
         for plan in self.context.kube.list(TENANT_PLAN):
             self.plans.setdefault(plan["metadata"]["name"], plan)
-        settings = self.context.settings
+        settings, kube = self.context.settings, self.context.kube
+        self.context = dataclasses.replace(self.context, access=access.Access.from_settings(settings))
         postgres.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
-        for manifest in render.shared_infrastructure(settings):
-            if needs_apply(manifest, self.context.kube.read(ObjectRef.of(manifest))):
-                self.context.kube.apply(manifest)
+        infrastructure = render.shared_infrastructure(settings)
+        if self.context.access:
+            access.ensure_namespace(kube, self.context.access, infrastructure[0], self.context.access.shared_role)
+        for manifest in infrastructure:
+            if needs_apply(manifest, kube.read(ObjectRef.of(manifest))):
+                kube.apply(manifest)
 
     def start(self, leading: Callable[[], bool] | None = None) -> None:
         """Start the workers; with `leading` (leader election) they wait for leadership_gained()."""
@@ -140,10 +144,11 @@ class Controller:
                 self._wake(tenant_name)
 
     def workload_seen(self, event_type: str, body: dict) -> None:
-        """A Deployment of ours changed: its tenant is reconciled when it became (un)available or vanished.
+        """The shared Deployment changed: shared tenants are reconciled when it became (un)available or vanished.
 
-        Tenants waiting for their workloads are woken by this instead of polling
-        for them; a Deployment deleted by someone is put back at once.
+        Only the shared namespace is watched (the operator may not watch Deployments
+        across the cluster); tenants waiting for their own Deployments poll them, and
+        a tenant's Deployment deleted by someone is put back by the next resync.
         """
         meta = body["metadata"]
         key = (meta.get("namespace"), meta["name"])
@@ -231,8 +236,12 @@ class Controller:
                     log.info("tenant %s: retrying in %.0fs", name, delay)
                 else:
                     self.queue.forget(name)
-                    if outcome.requeue_after is not None:
-                        self.queue.add_after(name, outcome.requeue_after)
+                    if outcome.waiting:
+                        self.queue.poll(name, outcome.requeue_after or WAIT_FOR_WORKLOADS)
+                    else:
+                        self.queue.settled(name)
+                        if outcome.requeue_after is not None:
+                            self.queue.add_after(name, outcome.requeue_after)
                 if examined and not self.examining:
                     self._listing = None  # the pass is over: its thousands of objects need not stay in memory
             finally:

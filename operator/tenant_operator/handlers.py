@@ -19,9 +19,10 @@ import logging
 import kopf
 
 from tenant_operator import metrics, postgres
+from tenant_operator.access import AccessPending
 from tenant_operator.controller import Controller
 from tenant_operator.leader import KubeLeaseStore, LeaderElector, LeaseConfig, default_identity
-from tenant_operator.kube import Kube
+from tenant_operator.kube import Kube, api_client
 from tenant_operator.names import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from tenant_operator.settings import from_environment
 
@@ -32,24 +33,13 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 20.0
 
 
-def api_client():
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
-
-
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # Only our own Deployments, filtered by the API server: the cluster's others never reach us.
+    # Only our own Deployments, filtered by the API server, and only in the shared namespace
+    # (cli.py): the shared workload serves every shared tenant; isolated tenants poll theirs.
     settings.watching.label_selectors["apps", "deployments"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     operator_settings = from_environment()
     identity = default_identity()
@@ -61,6 +51,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     except postgres.DatabaseUnavailable as error:
         controller.executor.shutdown(wait=False)
         raise kopf.TemporaryError(f"PostgreSQL is not reachable yet: {error}", delay=5) from None
+    except AccessPending as error:
+        controller.executor.shutdown(wait=False)
+        raise kopf.TemporaryError(f"the shared namespace is not open to the operator yet: {error}", delay=5) from None
     metrics.serve(operator_settings.metrics_port)
     if operator_settings.leader_election:
         config = LeaseConfig.from_settings(operator_settings, identity=identity)

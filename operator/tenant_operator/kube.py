@@ -81,6 +81,19 @@ class ObjectRef:
         return f"{self.kind.kind} {where}{self.name}"
 
 
+def api_client(pool_size: int = 32) -> ApiClient:
+    """In the pod: its ServiceAccount; elsewhere: KUBECONFIG."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
 class Kube:
     """Apply, read, delete; thread-safe (one urllib3 pool under the client)."""
 

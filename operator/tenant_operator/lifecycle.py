@@ -36,7 +36,7 @@ import psycopg
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator import conditions as cond
-from tenant_operator import metrics, migration, names, postgres, render, snapshot
+from tenant_operator import access, metrics, migration, names, postgres, render, snapshot
 from tenant_operator.conditions import Condition
 from tenant_operator.fence import Deposed
 from tenant_operator.kube import KINDS, TENANT, ObjectRef
@@ -105,6 +105,13 @@ def finalize(ctx, body: dict, tenant):
     if current is not None:
         _report(ctx, body, reclaimed.reason, f"{reclaimed.message}; namespace {namespace.name} is being deleted")
         if not current["metadata"].get("deletionTimestamp"):
+            if ctx.access is not None:
+                # A namespace made before per-namespace grants (an upgrade) is bound by the grants process.
+                try:
+                    access.wait_until_granted(ctx.kube, ctx.access, namespace.name, ctx.access.tenant_role)
+                except access.AccessPending as pending:
+                    _report(ctx, body, "AccessPending", f"{pending}; the namespace stays, retrying", warning=True)
+                    return Outcome(failed=True)
             ctx.kube.delete(namespace)
         return Outcome(requeue_after=NAMESPACE_GONE_POLL)
     told = cond.find((body.get("status") or {}).get("conditions", []), cond.READY) or {}

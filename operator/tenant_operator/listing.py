@@ -1,11 +1,10 @@
-"""One LIST per kind instead of a GET per object, for the passes that look at every tenant.
+"""What a pass over every tenant reads once instead of once per tenant.
 
 A resync, a restart or a new leader examines every tenant, and each examination
-compares half a dozen objects with what the tenant wants: at a thousand tenants
-that was thousands of GETs of objects that almost never changed, and a GET of
-the whole shared routing table for every shared tenant. A Listing reads each
-kind the operator owns once, by its label, in pages, and answers the
-examinations' reads from memory; the routing table is read once per listing.
+compares half a dozen objects with what the tenant wants. A Listing answers the
+reads it can from one LIST per cluster-scoped kind the operator owns (its
+namespaces, by label, in pages) and from one read of the shared routing table,
+which every shared tenant's examination would otherwise fetch whole.
 
 Only tenants at rest are examined this way (nothing changed in their spec, no
 migration, no deletion): the desired state comes from the tenant itself, so an
@@ -13,9 +12,9 @@ entry that went stale since the LIST can cost one needless server-side apply of
 the right state, never a wrong one. What a pass writes replaces its entry, so a
 pass does not trip over its own writes. Entries are kept as JSON text, parsed
 when read: a few thousand parsed objects would stay in the operator's memory
-(its RSS) long after the pass that needed them. Secrets are never listed (the operator
-gets no right to list every Secret of the cluster), and Deployments are read
-live: their availability is what a tenant's Ready condition reports.
+(its RSS) long after the pass that needed them. Namespaced kinds are not listed: the
+operator's identity may read them only in the namespaces it manages (access.py), and a
+LIST across the cluster is a read of every namespace.
 """
 
 from __future__ import annotations
@@ -28,14 +27,9 @@ from typing import Any, Mapping
 from tenant_operator import names
 from tenant_operator.kube import KINDS, Kind, Kube, ObjectRef
 
-LISTED: tuple[Kind, ...] = tuple(KINDS[key] for key in (
-    ("v1", "Namespace"),
-    ("v1", "ResourceQuota"),
-    ("v1", "LimitRange"),
-    ("v1", "Service"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-))
+LISTED: tuple[Kind, ...] = (KINDS[("v1", "Namespace")],)
+"""Only what the operator may list cluster-wide: its rights on namespaced kinds hold in the
+namespaces it manages, not in the cluster (access.py), so those are read one by one."""
 SELECTOR = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 PAGE_SIZE = 500
 MAX_AGE_SECONDS = 60.0

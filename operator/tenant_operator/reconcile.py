@@ -17,6 +17,7 @@ from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
 
+from tenant_operator import access as access_
 from tenant_operator import conditions as cond
 from tenant_operator import events, metrics, migration, names, postgres, render
 from tenant_operator.conditions import Condition
@@ -27,7 +28,8 @@ from tenant_operator.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Tenants waiting for their Deployments are woken by the Deployment watch; this is the fallback.
+# Tenants waiting for their Deployments look again after 1, 2, 4, 8, then every 15 seconds
+# (the operator watches only the shared namespace's Deployments: it may not list the cluster's).
 WAIT_FOR_WORKLOADS = 15.0
 
 
@@ -69,6 +71,8 @@ class Context:
     """Where events go; posted synchronously unless the operator gives its background recorder."""
     leading: Callable[[], bool] = lambda: True
     """Whether this replica may act now (leader election); asked again before every step of a move."""
+    access: access_.Access | None = None
+    """The ClusterRoles the operator holds in the namespaces it manages (None: it holds its rights cluster-wide)."""
 
     def __post_init__(self):
         if self.events is None:
@@ -80,6 +84,8 @@ class Outcome:
     requeue_after: float | None = None
     failed: bool = False
     """Something went wrong that may pass: retry with backoff."""
+    waiting: bool = False
+    """Waiting for something that will come (workloads rolling out): look again soon, then less often."""
 
 
 class Superseded(Exception):
@@ -138,7 +144,7 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
 
     namespace = _step(cond.NAMESPACE_READY, "NamespaceReady",
                       f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
-                      lambda: apply(objects["namespace"]))
+                      lambda: _namespace(ctx, objects["namespace"], apply, fresh))
     quota = _step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
                   lambda: apply(objects["quota"], _prunable_quota(objects["quota"], tenant) if prune else [])
                   ) if namespace.ok else Condition(cond.QUOTA_READY, False, "WaitingForNamespace",
@@ -159,9 +165,22 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
 
     if any(p.ok is False and p.reason.endswith(("Failed", "Unavailable")) for p in parts):
         return parts, Outcome(failed=True)
+    if any(p.reason == "AccessPending" for p in parts):
+        return parts, Outcome(failed=True)
     if workloads.ok is not True:
-        return parts, Outcome(requeue_after=WAIT_FOR_WORKLOADS)
+        return parts, Outcome(requeue_after=WAIT_FOR_WORKLOADS, waiting=True)
     return parts, Outcome()
+
+
+def _namespace(ctx: Context, manifests: list[dict], apply: Callable, fresh: bool) -> None:
+    """The namespace, the operator's rights in it, then the rest of what goes with it."""
+    access_.ensure_namespace(ctx.kube, ctx.access, manifests[0], known_absent=fresh)
+    try:
+        apply(manifests)
+    except ApiException as error:
+        if error.status == 403 and ctx.access is not None:
+            ctx.access.forget(manifests[0]["metadata"]["name"])
+        raise
 
 
 def _plan_for(ctx: Context, tenant: Tenant) -> tuple[TenantPlan | None, Condition | None]:
@@ -183,6 +202,8 @@ def _step(type_: str, reason: str, message: str, action: Callable[[], None]) -> 
         action()
     except ApiException as error:
         return Condition(type_, False, "ApplyFailed", _api_error_message(error))
+    except access_.AccessPending as error:
+        return Condition(type_, False, "AccessPending", str(error))
     return Condition(type_, True, reason, message)
 
 

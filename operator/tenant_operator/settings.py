@@ -58,6 +58,12 @@ class Settings:
     """How long a Lease not renewed keeps the others waiting before one of them takes over."""
     lease_renew_seconds: float = 5.0
     """How often the leader renews its Lease."""
+    namespace_cluster_role: str = ""
+    """ClusterRole the operator binds its own identity to in each tenant namespace it creates
+    (the chart's `<release>-tenant-namespace`): its rights there and nowhere else. Empty: no
+    such binding, for an identity that holds its rights cluster-wide (development)."""
+    shared_namespace_cluster_role: str = ""
+    """The same for the shared namespace (the chart's `<release>-shared-namespace`)."""
 
     def admin_dsn(self, dbname: str | None = None) -> str:
         """The admin conninfo, pointed at `dbname` (the shared database when None)."""

@@ -19,6 +19,7 @@ class WorkQueue:
         self._dirty: set[str] = set()       # waiting to be processed
         self._processing: set[str] = set()  # taken by a worker right now
         self._failures: dict[str, int] = {}
+        self._polls: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -53,13 +54,26 @@ class WorkQueue:
         self.add_after(key, delay)
         return delay
 
+    def poll(self, key: str, longest: float) -> float:
+        """Look again at a key that waits for something to come: 1, 2, 4 ... seconds, at most `longest`."""
+        polls = self._polls.get(key, 0)
+        self._polls[key] = polls + 1
+        delay = min(2.0 ** min(polls, 32), longest)
+        self.add_after(key, delay)
+        return delay
+
     def forget(self, key: str) -> None:
         """The key succeeded: its next failure starts the backoff from the beginning."""
         self._failures.pop(key, None)
 
+    def settled(self, key: str) -> None:
+        """The key no longer waits: its next wait polls quickly again."""
+        self._polls.pop(key, None)
+
     def drop(self, key: str) -> None:
         """The object is gone: no retries, no timers."""
         self.forget(key)
+        self.settled(key)
         timer = self._timers.pop(key, None)
         if timer:
             timer.cancel()

@@ -220,6 +220,7 @@ def test_helm_template_is_accepted_by_the_api_server(cluster, values):
     run_kubectl(cluster, "create", "namespace", namespace)
     try:
         rendered = run(helm, "template", RELEASE, str(CHART), "--namespace", namespace, "--include-crds",
+                       "--kube-version", "1.30.0",
                        "--set", "database.existingSecret=pg-admin", *(a for v in values for a in ("--set", v)))
 
         output = run(*kubectl(cluster), "apply", "--dry-run=server", "-f", "-", input=rendered)

@@ -48,7 +48,7 @@ def render(helm: str, *values: str) -> list[dict]:
 
 
 def render_fails(helm: str, *values: str) -> str:
-    command = [helm, "template", "t", str(CHART), *(arg for value in values for arg in ("--set", value))]
+    command = [helm, "template", "t", str(CHART), "--kube-version", sync.KUBE_VERSION, *(arg for value in values for arg in ("--set", value))]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0, f"helm template accepted {values}"
     return result.stderr
@@ -64,7 +64,7 @@ def plan_specs(documents) -> dict[str, dict]:
 
 
 def container(documents: list[dict]) -> dict:
-    (operator,) = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (operator,) = only(documents, "Deployment", "tenant-operator")["spec"]["template"]["spec"]["containers"]
     return operator
 
 
@@ -135,7 +135,8 @@ def test_helm_lint_passes(helm):
 
 
 def test_install_without_a_database_secret_is_refused(helm):
-    error = subprocess.run([helm, "template", "t", str(CHART)], capture_output=True, text=True).stderr
+    error = subprocess.run([helm, "template", "t", str(CHART), "--kube-version", sync.KUBE_VERSION],
+                           capture_output=True, text=True).stderr
 
     assert "database/existingSecret" in error
 
@@ -162,7 +163,7 @@ def test_values_schema_refuses_bad_values(helm, value, where):
 
 def test_operator_pod_is_locked_down(helm):
     documents = render(helm)
-    deployment = only(documents, "Deployment")
+    deployment = only(documents, "Deployment", "tenant-operator")
     pod = deployment["spec"]["template"]["spec"]
     security = container(documents)["securityContext"]
 
@@ -224,31 +225,106 @@ def _verbs(rules, group: str, resource: str) -> set[str]:
             and "resourceNames" not in rule for verb in rule["verbs"]}
 
 
-def test_cluster_role_covers_every_kind_the_operator_applies(helm):
-    rules = _rules(render(helm))
-    # ServiceAccount is in KINDS only for custom templates: those get rights through rbac.extraRules.
-    # Leases are leader election's, in the release namespace only (see the next test).
-    applied = [k for k in kube.KINDS.values()
-               if k.api_version != names.API_VERSION and k.kind not in ("ServiceAccount", "Lease")]
+NAMESPACED_IN_TENANTS = ("ResourceQuota", "LimitRange", "Secret", "Service", "Deployment", "NetworkPolicy",
+                         "RoleBinding")
+NAMESPACED_IN_SHARED = ("ConfigMap", "Service", "Deployment")
 
-    for kind in applied:
-        group = kind.api_version.rpartition("/")[0]
-        assert {"get", "create", "patch"} <= _verbs(rules, group, kind.plural), kind.kind
-    assert _verbs(rules, names.GROUP, "tenants") == {"list", "watch", "patch"}
-    assert _verbs(rules, names.GROUP, "tenants/status") == {"patch"}
-    assert _verbs(rules, names.GROUP, "tenantplans") == {"list", "watch"}
+
+def _kind(name: str) -> kube.Kind:
+    (found,) = [k for k in kube.KINDS.values() if k.kind == name]
+    return found
+
+
+def test_cluster_role_covers_every_kind_the_operator_applies(helm):
+    documents = render(helm)
+    cluster, tenant, shared = (_rules(documents, suffix=suffix)
+                               for suffix in ("tenant-operator", "-tenant-namespace", "-shared-namespace"))
+
+    for rules, kinds in ((tenant, NAMESPACED_IN_TENANTS), (shared, NAMESPACED_IN_SHARED)):
+        for kind in map(_kind, kinds):
+            group = kind.api_version.rpartition("/")[0]
+            assert {"get", "create", "patch"} <= _verbs(rules, group, kind.plural), kind.kind
+    assert _verbs(cluster, "", "namespaces") == {"get", "list", "watch", "create"}
+    assert _verbs(tenant, "", "namespaces") == {"patch", "delete"}
+    assert _verbs(shared, "", "namespaces") == {"patch"}
+    assert _verbs(cluster, names.GROUP, "tenants") == {"list", "watch", "patch"}
+    assert _verbs(cluster, names.GROUP, "tenants/status") == {"patch"}
+    assert _verbs(cluster, names.GROUP, "tenantplans") == {"list", "watch"}
+    # The shared Deployment is watched by kopf, in that namespace only (cli.py).
+    assert {"list", "watch"} <= _verbs(shared, "apps", "deployments")
 
 
 def test_cluster_role_is_least_privilege(helm):
-    rules = _rules(render(helm))
+    documents = render(helm)
+    cluster, tenant, shared = (_rules(documents, suffix=suffix)
+                               for suffix in ("tenant-operator", "-tenant-namespace", "-shared-namespace"))
 
-    assert not [rule for rule in rules if "*" in rule["verbs"] + rule["resources"] + rule["apiGroups"]]
-    assert not {"list", "watch", "update", "delete"} & _verbs(rules, "", "secrets")
-    assert not _verbs(rules, "", "serviceaccounts")
-    assert not {"escalate", "create", "patch"} & _verbs(rules, "rbac.authorization.k8s.io", "clusterroles")
-    (bind,) = [rule for rule in rules if "bind" in rule["verbs"]]
+    for rules in (cluster, tenant, shared):
+        assert not [rule for rule in rules if "*" in rule["verbs"] + rule["resources"] + rule["apiGroups"]]
+        assert not {"list", "watch", "update", "delete"} & _verbs(rules, "", "secrets")
+        assert not _verbs(rules, "", "serviceaccounts")
+        assert not {"escalate", "create", "patch"} & _verbs(rules, "rbac.authorization.k8s.io", "clusterroles")
+    # Cluster-wide: nothing namespaced at all, and no binding of any ClusterRole.
+    namespaced = {kind.plural for kind in kube.KINDS.values() if kind.namespaced}
+    assert not {resource for rule in cluster for resource in rule["resources"]} & namespaced
+    assert not [rule for rule in cluster if "bind" in rule["verbs"]]
+    assert not _verbs(shared, "", "secrets")
+    (bind,) = [rule for rule in tenant if "bind" in rule["verbs"]]
     assert bind == {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"],
                     "resourceNames": [names.OWNER_CLUSTER_ROLE]}
+    assert not [rule for rule in shared if "bind" in rule["verbs"]]
+
+
+def test_grants_may_only_bind_the_operator_in_namespaces_it_manages(helm):
+    documents = render(helm)
+    grants = only(documents, "Deployment", "-grants")
+    (grant,) = grants["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in grant["env"]}
+    operator = only(documents, "Deployment", "tenant-operator")
+
+    assert grant["args"] == ["grants"] and grant["image"] == container(documents)["image"]
+    assert env["TENANT_OPERATOR_GRANT_SUBJECT"] == "system:serviceaccount:tenant-operator:tenant-operator"
+    assert env["TENANT_OPERATOR_NAMESPACE_CLUSTER_ROLE"] == "tenant-operator-tenant-namespace"
+    assert env["TENANT_OPERATOR_SHARED_NAMESPACE_CLUSTER_ROLE"] == "tenant-operator-shared-namespace"
+    # An identity of its own, holding no database credentials and nothing but its one right.
+    account = grants["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account == "tenant-operator-grants" != operator["spec"]["template"]["spec"]["serviceAccountName"]
+    assert not [e for e in grant["env"] if "valueFrom" in e]
+    assert _rules(documents, suffix="-grants") == [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["create"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"],
+         "resourceNames": ["tenant-operator-tenant-namespace", "tenant-operator-shared-namespace"]}]
+    (binding,) = [d for d in documents if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"].endswith("-grants")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "tenant-operator"}]
+    # The operator's Service and PodDisruptionBudget do not select the grants pod.
+    grants_labels = grants["spec"]["template"]["metadata"]["labels"]
+    for selector in (operator["spec"]["selector"]["matchLabels"], only(documents, "Service")["spec"]["selector"]):
+        assert not selector.items() <= grants_labels.items()
+    assert not [d for d in render(helm, "rbac.create=false") if d["metadata"]["name"].endswith("-grants")]
+
+
+def test_operator_is_told_the_cluster_roles_it_is_granted(helm):
+    env = {e["name"]: e.get("value") for e in container(render(helm))["env"]}
+
+    assert env["TENANT_OPERATOR_NAMESPACE_CLUSTER_ROLE"] == "tenant-operator-tenant-namespace"
+    assert env["TENANT_OPERATOR_SHARED_NAMESPACE_CLUSTER_ROLE"] == "tenant-operator-shared-namespace"
+    assert "TENANT_OPERATOR_NAMESPACE_CLUSTER_ROLE" not in {
+        e["name"] for e in container(render(helm, "rbac.create=false"))["env"]}
+
+
+def test_admission_policy_fences_the_operator_and_no_one_else(helm):
+    documents = render(helm, "shared.namespace=apps-shared")
+    policy = only(documents, "ValidatingAdmissionPolicy")
+    binding = only(documents, "ValidatingAdmissionPolicyBinding")
+
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == ("request.userInfo.username in ['system:serviceaccount:tenant-operator:tenant-operator', "
+                                       "'system:serviceaccount:tenant-operator:tenant-operator-grants']")
+    assert "'apps-shared'" in yaml.safe_dump(policy["spec"]["validations"])
+    assert not [d for d in render(helm, "rbac.create=false") if d["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
 def test_chart_installs_the_cluster_role_owners_are_bound_to(helm):
@@ -273,11 +349,12 @@ def test_events_are_allowed_only_where_they_are_posted(helm):
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
 
 
-def test_extra_rules_are_appended(helm):
-    rules = _rules(render(helm, "rbac.extraRules[0].apiGroups[0]=", "rbac.extraRules[0].resources[0]=serviceaccounts",
-                          "rbac.extraRules[0].verbs={get,create,patch}"))
+def test_extra_rules_are_granted_in_tenant_namespaces_only(helm):
+    documents = render(helm, "rbac.extraRules[0].apiGroups[0]=", "rbac.extraRules[0].resources[0]=serviceaccounts",
+                       "rbac.extraRules[0].verbs={get,create,patch}")
 
-    assert {"get", "create", "patch"} <= _verbs(rules, "", "serviceaccounts")
+    assert {"get", "create", "patch"} <= _verbs(_rules(documents, suffix="-tenant-namespace"), "", "serviceaccounts")
+    assert not _verbs(_rules(documents), "", "serviceaccounts")
 
 
 def test_one_replica_runs_standalone_without_a_lease(helm):
@@ -291,7 +368,7 @@ def test_one_replica_runs_standalone_without_a_lease(helm):
 
 def test_more_replicas_elect_a_leader_on_a_lease_in_the_release_namespace(helm):
     documents = render(helm, "replicaCount=2")
-    deployment = only(documents, "Deployment")
+    deployment = only(documents, "Deployment", "tenant-operator")
     env = {e["name"]: e.get("value") for e in container(documents)["env"]}
     role = only(documents, "Role", "-leader-election")
 
@@ -317,7 +394,7 @@ def test_lease_timings_that_would_let_two_leaders_overlap_are_refused(helm):
 
 def test_snapshots_go_to_an_empty_dir_unless_persistence_is_enabled(helm):
     def snapshot_volume(documents):
-        volumes = only(documents, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        volumes = only(documents, "Deployment", "tenant-operator")["spec"]["template"]["spec"]["volumes"]
         return next(v for v in volumes if v["name"] == "snapshots")
 
     plain = render(helm)

@@ -1,4 +1,4 @@
-"""Passes over every tenant read from one LIST per kind; changed tenants read live."""
+"""Passes over every tenant read namespaces from one LIST; the rest, and changed tenants, read live."""
 
 from __future__ import annotations
 
@@ -66,16 +66,25 @@ def cluster() -> RecordingKube:
     })
 
 
-def test_listed_kinds_are_listed_once_by_label_and_read_from_memory_without_managed_fields():
+def test_namespaces_are_listed_once_by_label_and_read_from_memory_without_managed_fields():
     kube = cluster()
     listed = ListedKube.take(kube)
-    assert [r for r in kube.requests if r[0] == "list"] == [("list", k.kind, SELECTOR) for k in LISTED]
+    assert [r for r in kube.requests if r[0] == "list"] == [("list", "Namespace", SELECTOR)]
     kube.requests.clear()
-    quota = listed.read(ObjectRef(QUOTA, "tenant-quota", "tenant-acme"))
-    assert quota["spec"] == {"hard": {"pods": "10"}} and "managedFields" not in quota["metadata"]
-    assert listed.read(ObjectRef(NAMESPACE, "tenant-acme"))["metadata"]["name"] == "tenant-acme"
-    assert listed.read(ObjectRef(QUOTA, "tenant-quota", "tenant-other")) is None  # absent: applied afresh
+    namespace = listed.read(ObjectRef(NAMESPACE, "tenant-acme"))
+    assert namespace["metadata"]["name"] == "tenant-acme" and "managedFields" not in namespace["metadata"]
+    assert listed.read(ObjectRef(NAMESPACE, "tenant-other")) is None  # absent: applied afresh
     assert kube.requests == []
+
+
+def test_namespaced_kinds_are_never_listed_across_the_cluster_but_read_live():
+    """The operator's identity holds its namespaced rights in its own namespaces only."""
+    kube = cluster()
+    listed = ListedKube.take(kube)
+    assert not [kind for kind in LISTED if kind.namespaced]
+    kube.requests.clear()
+    assert listed.read(ObjectRef(QUOTA, "tenant-quota", "tenant-acme"))["spec"] == {"hard": {"pods": "10"}}
+    assert kube.requests == [("get", "ResourceQuota tenant-acme/tenant-quota")]
 
 
 def test_secrets_are_never_listed_but_read_live():

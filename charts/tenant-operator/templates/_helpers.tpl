@@ -12,6 +12,12 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The grants Deployment's pods: apart from the operator's, which its Service and PDB select. */}}
+{{- define "tenant-operator.grantsSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-grants
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{- define "tenant-operator.labels" -}}
 {{ include "tenant-operator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
