@@ -16,9 +16,11 @@ import base64
 import re
 import dataclasses
 import json
+import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,24 +83,59 @@ class Install:
     def kubectl(self, *args: str, input: str | None = None) -> str:
         return run_kubectl(self.cluster, *args, input=input)
 
-    def live_container(self) -> dict:
-        deployment = json.loads(self.kubectl("-n", self.namespace, "get", "deployment", self.deployment, "-o", "json"))
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    @property
+    def grants_user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.deployment}-grants"
+
+    def live_container(self, deployment: str | None = None) -> dict:
+        found = json.loads(self.kubectl("-n", self.namespace, "get", "deployment", deployment or self.deployment,
+                                        "-o", "json"))
+        (container,) = found["spec"]["template"]["spec"]["containers"]
         return container
 
-    def service_account_kubeconfig(self, path: Path) -> Path:
+    def service_account_kubeconfig(self, path: Path, service_account: str | None = None) -> Path:
         """A kubeconfig holding a token of the install's ServiceAccount, in its namespace like a pod."""
-        token = self.kubectl("-n", self.namespace, "create", "token", self.service_account, "--duration=1h").strip()
+        account = service_account or self.service_account
+        token = self.kubectl("-n", self.namespace, "create", "token", account, "--duration=1h").strip()
         admin = yaml.safe_load(self.cluster.kubeconfig.read_text())
-        context = {"cluster": admin["clusters"][0]["name"], "user": self.service_account, "namespace": self.namespace}
+        context = {"cluster": admin["clusters"][0]["name"], "user": account, "namespace": self.namespace}
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config",
             "clusters": admin["clusters"],
-            "users": [{"name": self.service_account, "user": {"token": token}}],
+            "users": [{"name": account, "user": {"token": token}}],
             "contexts": [{"name": "installed", "context": context}],
             "current-context": "installed",
         }))
         return path
+
+    def as_operator(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """kubectl with nothing but a token of the operator's ServiceAccount."""
+        return self._as(self.service_account, *args, input=input)
+
+    def as_grants(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return self._as(f"{self.deployment}-grants", *args, input=input)
+
+    def _as(self, account: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        config = self.cluster.workdir / f"{account}.kubeconfig"
+        if not config.exists():
+            self.service_account_kubeconfig(config, account)
+        (binary, *_) = kubectl(self.cluster)
+        return subprocess.run([binary, "--kubeconfig", str(config), *args], capture_output=True, text=True,
+                              input=input, timeout=60)
+
+    def start_grants(self, logdir: Path) -> subprocess.Popen:
+        """The grants Deployment's process, as it would run: its arguments, environment and identity."""
+        container = self.live_container(f"{self.deployment}-grants")
+        env = {**os.environ, **{e["name"]: e["value"] for e in container["env"]},
+               "KUBECONFIG": str(self.service_account_kubeconfig(logdir / "grants.kubeconfig",
+                                                                 f"{self.deployment}-grants"))}
+        log = open(logdir / f"grants-{secrets.token_hex(2)}.log", "ab")
+        return subprocess.Popen([sys.executable, "-m", "tenant_operator", *container["args"]], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def start_operator(self, logdir: Path, name: str = "operator") -> OperatorProcess:
         """The operator as the Deployment would run it: its flags, its environment, its identity."""
@@ -250,7 +287,7 @@ def helm_cluster():
 
 
 @pytest.fixture(scope="class")
-def helm_release(helm_cluster, postgres) -> Install:
+def helm_release(helm_cluster, postgres):
     helm = helm_binary(helm_cluster)
     # The chart's pod must pass the strictest Pod Security Standard: the namespace enforces it.
     run_kubectl(helm_cluster, "create", "namespace", NAMESPACE)
@@ -261,7 +298,19 @@ def helm_release(helm_cluster, postgres) -> Install:
     output = run(helm, "install", RELEASE, str(CHART), "--kubeconfig", str(helm_cluster.kubeconfig),
                  "--namespace", NAMESPACE, "--set", "database.existingSecret=pg-admin",
                  "--set", f"database.sharedDatabase={shared_database}", "--wait", "--timeout", "180s")
-    return Install(helm_cluster, NAMESPACE, RELEASE, RELEASE, shared_database, output)
+    install = Install(helm_cluster, NAMESPACE, RELEASE, RELEASE, shared_database, output)
+    yield from _with_grants(install)
+
+
+def _with_grants(install: Install):
+    """The install, with its grants Deployment's process running (under kwok its pod runs nothing)."""
+    logdir = Path(tempfile.mkdtemp(prefix="tenant-operator-grants-"))
+    grants = install.start_grants(logdir)
+    try:
+        yield install
+    finally:
+        grants.terminate()
+        grants.wait(timeout=30)
 
 
 class TestHelmInstall:
@@ -283,19 +332,22 @@ class TestHelmInstall:
             operator.stop()
 
     @pytest.mark.parametrize(("verb", "resource", "allowed"), [
-        ("get", "secrets", "yes"),
+        # Cluster-wide (-A) the operator holds namespaces and its own API, nothing namespaced:
+        # its rights there come from a RoleBinding in each namespace it manages.
+        ("list", "namespaces", "yes"),
+        ("create", "namespaces", "yes"),
+        ("delete", "namespaces", "no"),
+        ("patch", "namespaces", "no"),
+        ("list", "tenants.tenancy.dev", "yes"),
+        ("get", "secrets", "no"),
         ("list", "secrets", "no"),
         ("list", "configmaps", "no"),
-        # A pass over every tenant lists these (listing.LISTED), by label.
-        ("list", "namespaces", "yes"),
-        ("list", "resourcequotas", "yes"),
-        ("list", "limitranges", "yes"),
-        ("list", "services", "yes"),
-        ("list", "networkpolicies.networking.k8s.io", "yes"),
-        ("list", "rolebindings.rbac.authorization.k8s.io", "yes"),
+        ("list", "resourcequotas", "no"),
+        ("list", "rolebindings.rbac.authorization.k8s.io", "no"),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "no"),
         ("delete", "tenants.tenancy.dev", "no"),
         ("create", "clusterrolebindings", "no"),
-        ("bind", "clusterroles/tenancy-tenant-owner", "yes"),
+        ("bind", "clusterroles/tenancy-tenant-owner", "no"),
         ("bind", "clusterroles/admin", "no"),
         ("bind", "clusterroles/cluster-admin", "no"),
         ("create", "pods", "no"),
@@ -335,7 +387,7 @@ def kustomize_cluster():
 
 
 @pytest.fixture(scope="class")
-def kustomize_install(kustomize_cluster, postgres) -> Install:
+def kustomize_install(kustomize_cluster, postgres):
     output = run_kubectl(kustomize_cluster, "apply", "-k", str(MANIFESTS))
     run_kubectl(kustomize_cluster, "wait", "--for=condition=Established", "--timeout=60s",
                 "crd/tenants.tenancy.dev", "crd/tenantplans.tenancy.dev")
@@ -344,15 +396,18 @@ def kustomize_install(kustomize_cluster, postgres) -> Install:
                 f"--from-literal=url={postgres.url()}")
     run_kubectl(kustomize_cluster, "-n", NAMESPACE, "rollout", "status", "deployment/tenant-operator",
                 "--timeout=180s")
-    return Install(kustomize_cluster, NAMESPACE, "tenant-operator", "tenant-operator",
-                   f"tenants_kustomize_{secrets.token_hex(3)}", output)
+    install = Install(kustomize_cluster, NAMESPACE, "tenant-operator", "tenant-operator",
+                      f"tenants_kustomize_{secrets.token_hex(3)}", output)
+    yield from _with_grants(install)
 
 
 class TestKustomizeInstall:
     def test_apply_k_installs_what_the_chart_installs(self, kustomize_install):
         for expected in ("customresourcedefinition.apiextensions.k8s.io/tenants.tenancy.dev created",
                          "clusterrole.rbac.authorization.k8s.io/tenant-operator created",
-                         "deployment.apps/tenant-operator created", "tenantplan.tenancy.dev/starter created"):
+                         "deployment.apps/tenant-operator created", "deployment.apps/tenant-operator-grants created",
+                         "validatingadmissionpolicy.admissionregistration.k8s.io/tenant-operator-managed-namespaces created",
+                         "tenantplan.tenancy.dev/starter created"):
             assert expected in kustomize_install.output
 
     def test_operator_with_the_kustomize_identity_makes_sample_tenants_ready(self, kustomize_install, logdir):

@@ -472,3 +472,50 @@ def test_dockerfile_passes_hadolint():
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- docs/security.md says exactly what the identities may do -------------------------------------
+
+RUNTIME_BOUND = {"-tenant-namespace": "tenant namespaces", "-shared-namespace": "shared namespace"}
+"""ClusterRoles the grants process binds at run time, in namespaces the chart cannot name."""
+
+
+def rights_table(documents: list[dict]) -> list[str]:
+    """One row per rule of every role the chart gives its two identities, with where it holds."""
+    release = "tenant-operator"
+    identities = {f"system:serviceaccount:{release}:{release}": "operator",
+                  f"system:serviceaccount:{release}:{release}-grants": "grants"}
+    where: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for binding in documents:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        scope = "cluster" if binding["kind"] == "ClusterRoleBinding" else f"namespace {binding['metadata']['namespace']}"
+        for subject in binding["subjects"]:
+            who = identities.get(f"system:serviceaccount:{subject['namespace']}:{subject['name']}")
+            if who:
+                where.setdefault((binding["roleRef"]["kind"], binding["roleRef"]["name"]), set()).add((who, scope))
+    for suffix, scope in RUNTIME_BOUND.items():
+        where[("ClusterRole", release + suffix)] = {("operator", scope)}
+    rows = []
+    for role in documents:
+        if role["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for who, scope in sorted(where.get((role["kind"], role["metadata"]["name"]), ())):
+            for rule in role["rules"]:
+                resources = ", ".join(rule["resources"])
+                if rule.get("resourceNames"):
+                    resources += f" (only {', '.join(rule['resourceNames'])})"
+                group = ", ".join(g or "core" for g in rule["apiGroups"])
+                rows.append(f"| {who} | {scope} | {group} | {resources} | {', '.join(rule['verbs'])} |")
+    return rows
+
+
+def test_security_doc_lists_exactly_the_rights_the_chart_grants(helm):
+    documents = sync.helm_template(helm, "--set", "replicaCount=2", include_crds=False)
+    text = (ROOT / "docs" / "security.md").read_text()
+    documented = text.split("<!-- rights:begin -->")[1].split("<!-- rights:end -->")[0]
+    rows = [line for line in documented.strip().splitlines()[2:]]
+    expected = rights_table(documents)
+
+    assert rows == expected, "docs/security.md is out of date; its table should read:\n" + "\n".join(expected)
+    assert any("kube-system" in line for line in text.splitlines())  # the doc says what is refused, too

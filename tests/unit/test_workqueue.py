@@ -268,3 +268,15 @@ def test_drop_cancels_pending_retries_and_backoff():
         queue.drop("gone")
 
     run(scenario())
+
+
+def test_a_key_waiting_for_something_is_polled_ever_less_often_up_to_a_limit():
+    async def scenario():
+        queue = WorkQueue()
+        delays = [queue.poll("acme", longest=15) for _ in range(6)]
+        assert delays == [1, 2, 4, 8, 15, 15]
+        queue.settled("acme")
+        assert queue.poll("acme", longest=15) == 1
+        queue.drop("acme")
+
+    run(scenario())
