@@ -16,7 +16,7 @@ import time
 from common import (arguments, create_tenants, environment, median, metric, process_usage, report, tenant_names,
                     wait_all_ready)
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import TENANT
+from tenant_operator.infra.kube import TENANT
 
 
 def _started(operator) -> str:

@@ -17,10 +17,11 @@ import yaml
 
 from common import (ROOT, Environment, ReadyTenants, arguments, create_tenants, environment, median, metric,
                     process_usage, report, tenant_body, tenant_names)
-from tenant_operator import postgres, render
-from tenant_operator.kube import ObjectRef
-from tenant_operator.model import Tenant, TenantPlan
-from tenant_operator.settings import Settings
+from tenant_operator.infra import postgres
+from tenant_operator.desired import render
+from tenant_operator.infra.kube import ObjectRef
+from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api.settings import Settings
 
 WORKERS = 4
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from tenant_operator.settings import ENV_PREFIX
+from tenant_operator.api.settings import ENV_PREFIX
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -28,13 +28,13 @@ def _run(args: argparse.Namespace) -> int:
             os.environ[ENV_PREFIX + name.upper()] = str(value)
     if args.leader_election:
         os.environ[ENV_PREFIX + "LEADER_ELECTION"] = "true"
-    from tenant_operator.settings import from_environment
+    from tenant_operator.api.settings import from_environment
 
     settings = from_environment()
     leader_election = settings.leader_election  # the flag or TENANT_OPERATOR_LEADER_ELECTION
     if leader_election and args.peering:
         raise SystemExit("--peering and --leader-election exclude each other: the Lease replaces kopf's peering")
-    import tenant_operator.handlers  # noqa: F401 - registers the handlers with kopf
+    import tenant_operator.runtime.handlers  # noqa: F401 - registers the handlers with kopf
 
     kopf.configure(verbose=args.verbose)
     for handler in logging.getLogger().handlers:
@@ -66,8 +66,8 @@ def _retried_requests_are_warnings(record: logging.LogRecord) -> bool:
 
 
 def _grants(args: argparse.Namespace) -> int:
-    from tenant_operator import grants
-    from tenant_operator.kube import Kube, api_client
+    from tenant_operator.runtime import grants
+    from tenant_operator.infra.kube import Kube, api_client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = grants.GrantSettings.from_environment()
@@ -76,7 +76,7 @@ def _grants(args: argparse.Namespace) -> int:
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from tenant_operator.crds import write_crds
+    from tenant_operator.api.crds import write_crds
 
     for path in write_crds(Path(args.output)):
         print(path)

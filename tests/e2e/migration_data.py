@@ -6,7 +6,7 @@ import base64
 
 import psycopg
 
-from tenant_operator.kube import KINDS, Kube, ObjectRef
+from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
 
 CUSTOMERS = 500
 ORDERS = 3000

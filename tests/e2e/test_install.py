@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tenant_operator.dev.cluster import REPO_ROOT, LocalCluster, existing_cluster, kubectl, start_cluster
 from tenant_operator.dev.session import OperatorProcess, run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.settings import ENV_PREFIX
+from tenant_operator.api.settings import ENV_PREFIX
 
 CHART = REPO_ROOT / "charts" / "tenant-operator"
 MANIFESTS = REPO_ROOT / "manifests"

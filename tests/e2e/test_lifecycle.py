@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import TENANT, ObjectRef
+from tenant_operator.infra.kube import TENANT, ObjectRef
 
 from .conftest import namespaced
 

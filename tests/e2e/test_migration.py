@@ -9,7 +9,7 @@ import psycopg.sql
 import pytest
 
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import TENANT, ObjectRef
+from tenant_operator.infra.kube import TENANT, ObjectRef
 
 from .conftest import namespaced
 from . import writers as writers_module

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import TENANT, ObjectRef
+from tenant_operator.infra.kube import TENANT, ObjectRef
 
 from .migration_data import can_write, read_fingerprint, tenant_secret, write_sample_data
 

@@ -20,7 +20,7 @@ import pytest
 from tenant_operator.dev.cluster import REPO_ROOT, existing_cluster, start_cluster
 from tenant_operator.dev.session import OperatorProcess, install_crds, run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import KINDS, TENANT, Kube, ObjectRef
+from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
 
 from .conftest import Tenants
 
@@ -241,7 +241,7 @@ def test_deletion_of_a_tenant_left_mid_migration_settles_it_then_reclaims(world_
     with psycopg.connect(world.postgres.dsn()) as admin:
         assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is None
         assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [role]).fetchone() is None
-    from tenant_operator.events import EVENTS_NAMESPACE
+    from tenant_operator.infra.events import EVENTS_NAMESPACE
 
     def reasons() -> set[str]:
         events = world.kube.request("GET", f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", [])["items"]

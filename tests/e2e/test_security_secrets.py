@@ -18,9 +18,9 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tenant_operator import names
+from tenant_operator.api import names
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import KINDS, TENANT, ObjectRef
+from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 
 from .conftest import RESYNC_SECONDS, Tenants
 

@@ -11,7 +11,7 @@ import pytest
 from tenant_operator.dev.postgres import restart_postgres, stop_postgres, wait_ready
 from tenant_operator.dev.session import run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import KINDS, TENANT_PLAN, ObjectRef
+from tenant_operator.infra.kube import KINDS, TENANT_PLAN, ObjectRef
 
 from .conftest import RESYNC_SECONDS, namespaced
 

@@ -17,7 +17,7 @@ import threading
 import psycopg
 
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import Kube
+from tenant_operator.infra.kube import Kube
 
 from .migration_data import tenant_secret
 

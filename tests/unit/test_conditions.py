@@ -7,8 +7,9 @@ import copy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tenant_operator import conditions, model
-from tenant_operator.conditions import Condition, find, is_true, merge, summary, transitions
+from tenant_operator.api import conditions
+from tenant_operator.api import model
+from tenant_operator.api.conditions import Condition, find, is_true, merge, summary, transitions
 
 T1 = "2026-05-01T12:00:00Z"
 T2 = "2026-05-01T12:05:00Z"

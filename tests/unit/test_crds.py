@@ -10,8 +10,9 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from tenant_operator import crds, names
-from tenant_operator.model import QUANTITY_PATTERN, RESOURCE_NAME_PATTERN, ResourceMap
+from tenant_operator.api import crds
+from tenant_operator.api import names
+from tenant_operator.api.model import QUANTITY_PATTERN, RESOURCE_NAME_PATTERN, ResourceMap
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 TENANTS = f"{names.GROUP}_tenants.yaml"
@@ -57,7 +58,7 @@ def test_checked_in_crds_match_models(documents):
 
     assert on_disk == documents, (
         "crds/ is out of date with tenant_operator/model.py: run `tenant-operator crds` "
-        "(or python -c 'from tenant_operator.crds import write_crds; write_crds(\"crds\")') and commit the result"
+        "(or python -c 'from tenant_operator.api.crds import write_crds; write_crds(\"crds\")') and commit the result"
     )
 
 

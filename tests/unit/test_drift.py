@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from tenant_operator import render
-from tenant_operator.drift import contains, needs_apply
-from tenant_operator.model import Tenant, TenantPlan
-from tenant_operator.settings import Settings
+from tenant_operator.desired import render
+from tenant_operator.desired.drift import contains, needs_apply
+from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api.settings import Settings
 
 SETTINGS = Settings(database_url="postgresql://postgres:secret@db:5432/postgres")
 TENANT = Tenant.from_body({"metadata": {"name": "acme", "generation": 1},

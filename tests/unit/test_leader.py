@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from tenant_operator.leader import Conflict, LeaderElector, LeaseConfig
+from tenant_operator.runtime.leader import Conflict, LeaderElector, LeaseConfig
 
 
 class FakeLeases:
@@ -205,7 +205,7 @@ def test_periods_must_leave_room_for_a_safe_handover():
 
 
 def test_config_from_settings_keeps_client_go_proportions():
-    from tenant_operator.settings import Settings
+    from tenant_operator.api.settings import Settings
 
     settings = Settings(database_url="postgresql://x@y/z", leader_election=True, leader_election_namespace="ops")
     config = LeaseConfig.from_settings(settings, identity="me")
@@ -215,7 +215,7 @@ def test_config_from_settings_keeps_client_go_proportions():
 
 
 def test_identities_are_unique_per_process():
-    from tenant_operator.leader import default_identity
+    from tenant_operator.runtime.leader import default_identity
 
     assert default_identity() != default_identity()
 
@@ -225,10 +225,10 @@ def test_identities_are_unique_per_process():
 def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(monkeypatch):
     import asyncio
 
-    from tenant_operator import controller as controller_module
-    from tenant_operator.controller import Controller
-    from tenant_operator.reconcile import Outcome
-    from tenant_operator.settings import Settings
+    from tenant_operator.runtime import controller as controller_module
+    from tenant_operator.runtime.controller import Controller
+    from tenant_operator.reconcile.converge import Outcome
+    from tenant_operator.api.settings import Settings
 
     reconciled: list[str] = []
     monkeypatch.setattr(controller_module, "reconcile", lambda ctx, body: reconciled.append(body["metadata"]["name"])
@@ -263,10 +263,10 @@ def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(
 def test_standalone_controller_reconciles_without_any_lease(monkeypatch):
     import asyncio
 
-    from tenant_operator import controller as controller_module
-    from tenant_operator.controller import Controller
-    from tenant_operator.reconcile import Outcome
-    from tenant_operator.settings import Settings
+    from tenant_operator.runtime import controller as controller_module
+    from tenant_operator.runtime.controller import Controller
+    from tenant_operator.reconcile.converge import Outcome
+    from tenant_operator.api.settings import Settings
 
     reconciled: list[str] = []
     monkeypatch.setattr(controller_module, "reconcile", lambda ctx, body: reconciled.append(body["metadata"]["name"])

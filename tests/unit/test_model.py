@@ -8,8 +8,8 @@ from types import MappingProxyType
 import pytest
 from pydantic import ValidationError
 
-from tenant_operator import model
-from tenant_operator.model import (
+from tenant_operator.api import model
+from tenant_operator.api.model import (
     Condition,
     MigrationStatus,
     OwnerKind,

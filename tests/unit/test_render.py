@@ -14,9 +14,11 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from tenant_operator import model, names, render
-from tenant_operator.model import Tenant, TenantPlan
-from tenant_operator.settings import Settings
+from tenant_operator.api import model
+from tenant_operator.api import names
+from tenant_operator.desired import render
+from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api.settings import Settings
 
 SAMPLE_PLANS = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "plans.yaml"
 PLANS = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(SAMPLE_PLANS.read_text()) if doc}

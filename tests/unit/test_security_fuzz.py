@@ -21,9 +21,14 @@ from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
-from tenant_operator import model, names, postgres, render, sql, tierdata
-from tenant_operator.model import Tenant, TenantPlan
-from tenant_operator.settings import Settings
+from tenant_operator.api import model
+from tenant_operator.api import names
+from tenant_operator.infra import postgres
+from tenant_operator.desired import render
+from tenant_operator.desired import sql
+from tenant_operator.infra import tierdata
+from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api.settings import Settings
 
 SETTINGS = Settings(database_url="postgresql://postgres:secret@db.example:5432/postgres")
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from tenant_operator import sessions
-from tenant_operator.sessions import IdleSessions
+from tenant_operator.infra import sessions
+from tenant_operator.infra.sessions import IdleSessions
 
 DSN = "host=db dbname=tenants"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tenant_operator.settings import ENV_PREFIX, Settings, from_environment
+from tenant_operator.api.settings import ENV_PREFIX, Settings, from_environment
 
 PASSWORD = "hunter2-Very-Secret"
 URL = f"postgresql://postgres:{PASSWORD}@db.example:6543/postgres"

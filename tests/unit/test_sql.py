@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tenant_operator import sql
-from tenant_operator.postgres import ISOLATED, SHARED, placement
+from tenant_operator.desired import sql
+from tenant_operator.infra.postgres import ISOLATED, SHARED, placement
 
 HOSTILE = 'a"; DROP TABLE x; --'
 QUOTED_HOSTILE = '"a""; DROP TABLE x; --"'

@@ -25,7 +25,7 @@ import yaml
 from tenant_operator.dev import certs
 from tenant_operator.dev.ports import free_port
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.kube import Kube
+from tenant_operator.infra.kube import Kube
 
 FAKE_NODE = "kwok-node-0"
 REPO_ROOT = Path(__file__).resolve().parents[3]

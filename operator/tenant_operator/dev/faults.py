@@ -21,7 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as q
 
-from tenant_operator import cli, faults
+from tenant_operator import cli
+from tenant_operator.infra import faults
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from tenant_operator.tenantlock import LockLost, TenantLock
+from tenant_operator.infra.tenantlock import LockLost, TenantLock
 
 
 class Deposed(Exception):

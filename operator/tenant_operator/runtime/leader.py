@@ -41,7 +41,7 @@ from typing import Callable, Protocol
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
 
-from tenant_operator.kube import KINDS, Kube
+from tenant_operator.infra.kube import KINDS, Kube
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import threading
 import time
 import uuid
 
-from tenant_operator.conditions import now
-from tenant_operator.kube import Kube
-from tenant_operator.names import API_VERSION
+from tenant_operator.api.conditions import now
+from tenant_operator.infra.kube import Kube
+from tenant_operator.api.names import API_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The Tenant API: pydantic models of TenantPlan and Tenant, the one source of truth.
 
-The CRDs in crds/ are generated from these models (tenant_operator.crds), so a
+The CRDs in crds/ are generated from these models (tenant_operator.api.crds), so a
 constraint belongs here: in Python it guards the operator's own reads and writes,
 in the CRD it lets the API server refuse a bad spec before the operator sees it.
 Rules pydantic cannot express in JSON Schema are given twice, as a Python

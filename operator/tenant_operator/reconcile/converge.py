@@ -17,14 +17,19 @@ from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator import access as access_
-from tenant_operator import conditions as cond
-from tenant_operator import events, metrics, migration, names, postgres, render
-from tenant_operator.conditions import Condition
-from tenant_operator.drift import needs_apply
-from tenant_operator.kube import KINDS, TENANT, Kube, ObjectRef
-from tenant_operator.model import Tenant, TenantPlan
-from tenant_operator.settings import Settings
+from tenant_operator.infra import access as access_
+from tenant_operator.api import conditions as cond
+from tenant_operator.infra import events
+from tenant_operator.infra import metrics
+from tenant_operator.reconcile import migration
+from tenant_operator.api import names
+from tenant_operator.infra import postgres
+from tenant_operator.desired import render
+from tenant_operator.api.conditions import Condition
+from tenant_operator.desired.drift import needs_apply
+from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
+from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +100,7 @@ class Superseded(Exception):
 def reconcile(ctx: Context, body: dict) -> Outcome:
     tenant = Tenant.from_body(body)
     if body["metadata"].get("deletionTimestamp"):
-        from tenant_operator.lifecycle import finalize
+        from tenant_operator.reconcile.deletion import finalize
 
         return finalize(ctx, body, tenant)
     _ensure_finalizer(ctx.kube, body)

@@ -25,8 +25,8 @@ from typing import Iterable
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator import names
-from tenant_operator.kube import KINDS, Kube
+from tenant_operator.api import names
+from tenant_operator.infra.kube import KINDS, Kube
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import time
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator.kube import KINDS, Kube, ObjectRef
+from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
 
 log = logging.getLogger(__name__)
 

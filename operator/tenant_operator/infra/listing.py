@@ -24,8 +24,8 @@ import threading
 import time
 from typing import Any, Mapping
 
-from tenant_operator import names
-from tenant_operator.kube import KINDS, Kind, Kube, ObjectRef
+from tenant_operator.api import names
+from tenant_operator.infra.kube import KINDS, Kind, Kube, ObjectRef
 
 LISTED: tuple[Kind, ...] = (KINDS[("v1", "Namespace")],)
 """Only what the operator may list cluster-wide: its rights on namespaced kinds hold in the

@@ -19,10 +19,10 @@ from urllib.parse import quote
 import jinja2
 import yaml
 
-from tenant_operator import names
-from tenant_operator.kube import KINDS, ObjectRef
-from tenant_operator.model import QUOTA_NAME_MESSAGE, quota_name_allowed
-from tenant_operator.settings import Settings
+from tenant_operator.api import names
+from tenant_operator.infra.kube import KINDS, ObjectRef
+from tenant_operator.api.model import QUOTA_NAME_MESSAGE, quota_name_allowed
+from tenant_operator.api.settings import Settings
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 ROUTES_CONFIGMAP = "tenant-routes"

@@ -35,13 +35,18 @@ from typing import Iterator
 
 import psycopg
 
-from tenant_operator import conditions as cond
-from tenant_operator import faults, metrics, names, postgres, render, tierdata
-from tenant_operator.conditions import Condition
-from tenant_operator.fence import Authority, Deposed
-from tenant_operator.kube import KINDS, TENANT, ObjectRef
-from tenant_operator.model import Tenant
-from tenant_operator.tenantlock import LockBusy, TenantLock
+from tenant_operator.api import conditions as cond
+from tenant_operator.infra import faults
+from tenant_operator.infra import metrics
+from tenant_operator.api import names
+from tenant_operator.infra import postgres
+from tenant_operator.desired import render
+from tenant_operator.infra import tierdata
+from tenant_operator.api.conditions import Condition
+from tenant_operator.infra.fence import Authority, Deposed
+from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
+from tenant_operator.api.model import Tenant
+from tenant_operator.infra.tenantlock import LockBusy, TenantLock
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ def authority_over(ctx, tenant_name: str) -> Iterator[Authority]:
 
 
 def advance(ctx, body: dict, tenant, plan):
-    from tenant_operator.reconcile import Outcome, Superseded
+    from tenant_operator.reconcile.converge import Outcome, Superseded
 
     try:
         with authority_over(ctx, tenant.name) as authority:
@@ -130,7 +135,7 @@ def advance(ctx, body: dict, tenant, plan):
 
 
 def _advance(ctx, authority: Authority, body: dict, tenant, plan):
-    from tenant_operator.reconcile import Outcome
+    from tenant_operator.reconcile.converge import Outcome
 
     if not _reload(ctx, body, None):
         return Outcome()
@@ -167,7 +172,7 @@ class _Move:
         """(started, step) of the record as this process last saw or wrote it on the Tenant."""
 
     def run(self):
-        from tenant_operator.reconcile import Outcome
+        from tenant_operator.reconcile.converge import Outcome
 
         record, name = self.record, self.tenant.name
         for step in STEPS[STEPS.index(record["step"]):]:
@@ -217,7 +222,7 @@ class _Move:
         self.authority.check(before)
 
     def checkpoint(self, message: str) -> None:
-        from tenant_operator.reconcile import _report
+        from tenant_operator.reconcile.converge import _report
 
         self.authority.check("write the migration's progress")
         record = self.record
@@ -332,7 +337,7 @@ class _Move:
     # --- endings -----------------------------------------------------------------------------------
 
     def _converge(self, tier: str):
-        from tenant_operator.reconcile import converge
+        from tenant_operator.reconcile.converge import converge
 
         return converge(self.ctx, self.body, self.tenant, self.plan, tier, prune=True)
 
@@ -343,7 +348,7 @@ class _Move:
             postgres.restore_password(self.admin, self.source.role, password, login=not self.tenant.spec.suspended)
 
     def finish(self):
-        from tenant_operator.reconcile import _report, phase
+        from tenant_operator.reconcile.converge import _report, phase
 
         record = self.record
         seconds = time.time() - _epoch(record["started"])
@@ -362,7 +367,7 @@ class _Move:
 
     def roll_back(self, reason: str, message: str):
         """Back to the source: target removed, writes unfrozen, status.tier unchanged."""
-        from tenant_operator.reconcile import _report, phase, summary
+        from tenant_operator.reconcile.converge import _report, phase, summary
 
         record = self.record
         log.warning("tenant %s: migration rolled back (%s): %s", self.tenant.name, reason, message)
@@ -403,7 +408,7 @@ def _reload(ctx, body: dict, expected: tuple[str | None, str | None] | None) -> 
 
 
 def _secret_password(ctx, tenant_name: str) -> str | None:
-    from tenant_operator.reconcile import _secret_password as password_of
+    from tenant_operator.reconcile.converge import _secret_password as password_of
 
     return password_of(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
                                                names.tenant_namespace(tenant_name))))
@@ -418,7 +423,7 @@ def settle_for_deletion(ctx, body: dict, tenant) -> None:
     them. Each part is idempotent; DatabaseUnavailable leaves the record for a retry.
     Raises LockBusy while another process holds the tenant, Deposed when we may not act.
     """
-    from tenant_operator.reconcile import _report
+    from tenant_operator.reconcile.converge import _report
 
     record = dict(body["status"]["migration"])
     source = postgres.placement(tenant.name, record["from"], ctx.settings.shared_database)

@@ -35,12 +35,18 @@ import logging
 import psycopg
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator import conditions as cond
-from tenant_operator import access, metrics, migration, names, postgres, render, snapshot
-from tenant_operator.conditions import Condition
-from tenant_operator.fence import Deposed
-from tenant_operator.kube import KINDS, TENANT, ObjectRef
-from tenant_operator.tenantlock import LockBusy
+from tenant_operator.api import conditions as cond
+from tenant_operator.infra import access
+from tenant_operator.infra import metrics
+from tenant_operator.reconcile import migration
+from tenant_operator.api import names
+from tenant_operator.infra import postgres
+from tenant_operator.desired import render
+from tenant_operator.infra import snapshot
+from tenant_operator.api.conditions import Condition
+from tenant_operator.infra.fence import Deposed
+from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
+from tenant_operator.infra.tenantlock import LockBusy
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,7 @@ class Reclaimed:
 
 
 def finalize(ctx, body: dict, tenant):
-    from tenant_operator.reconcile import Outcome
+    from tenant_operator.reconcile.converge import Outcome
 
     meta = body["metadata"]
     if names.FINALIZER not in (meta.get("finalizers") or []):
@@ -196,7 +202,7 @@ RECLAIM = {"Retain": _retain, "Delete": _delete, "Snapshot": _snapshot}
 def _drop_quarantined_copies(ctx, tenant_name: str) -> list[str]:
     """Copies a finished tier migration keeps for a while: the tenant's data too, and owned by its
     role (DROP ROLE would refuse while they exist)."""
-    from tenant_operator import tierdata
+    from tenant_operator.infra import tierdata
 
     dsn, shared = ctx.settings.admin_dsn(), ctx.settings.shared_database
     dropped = []
@@ -214,7 +220,7 @@ def _remove_route(ctx, tenant_name: str) -> None:
 
 
 def _remove_finalizer(ctx, meta: dict):
-    from tenant_operator.reconcile import Outcome
+    from tenant_operator.reconcile.converge import Outcome
 
     finalizers = [f for f in meta.get("finalizers", []) if f != names.FINALIZER]
     try:

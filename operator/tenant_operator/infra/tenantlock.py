@@ -22,7 +22,7 @@ import logging
 
 import psycopg
 
-from tenant_operator import postgres
+from tenant_operator.infra import postgres
 
 log = logging.getLogger(__name__)
 

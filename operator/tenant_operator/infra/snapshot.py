@@ -25,7 +25,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tenant_operator.postgres import SHARED, DataPlacement, TableName
+from tenant_operator.infra.postgres import SHARED, DataPlacement, TableName
 
 # pg_dump waits this long for a table lock (a long ALTER, a VACUUM FULL) and then
 # fails, rather than holding a worker indefinitely; the deletion is retried.

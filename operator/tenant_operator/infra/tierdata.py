@@ -41,8 +41,8 @@ import psycopg
 from psycopg import sql as q
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tenant_operator import sql
-from tenant_operator.postgres import (DataPlacement, DatabaseUnavailable, admin_session_dsn, application_name,
+from tenant_operator.desired import sql
+from tenant_operator.infra.postgres import (DataPlacement, DatabaseUnavailable, admin_session_dsn, application_name,
                                       ensure_tenant_data)
 
 MARKER = "tenant-operator: migration target"
