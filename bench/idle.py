@@ -13,8 +13,17 @@ from __future__ import annotations
 
 import time
 
-from common import (arguments, create_tenants, environment, median, metric, process_usage, report, tenant_names,
-                    wait_all_ready)
+from common import (
+    arguments,
+    create_tenants,
+    environment,
+    median,
+    metric,
+    process_usage,
+    report,
+    tenant_names,
+    wait_all_ready,
+)
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import TENANT
 

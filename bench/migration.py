@@ -13,7 +13,6 @@ import subprocess
 import time
 
 import psycopg
-
 from common import arguments, environment, median, metric, report, wait_all_ready
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import TENANT, ObjectRef

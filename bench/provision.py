@@ -14,14 +14,26 @@ import concurrent.futures
 import time
 
 import yaml
-
-from common import (ROOT, Environment, ReadyTenants, arguments, create_tenants, environment, median, metric,
-                    process_usage, report, tenant_body, tenant_names)
-from tenant_operator.infra import postgres
-from tenant_operator.desired import render
-from tenant_operator.infra.kube import ObjectRef
-from tenant_operator.api.model import Tenant, TenantPlan
+from common import (
+    ROOT,
+    Environment,
+    ReadyTenants,
+    arguments,
+    create_tenants,
+    environment,
+    median,
+    metric,
+    process_usage,
+    report,
+    tenant_body,
+    tenant_names,
+)
+from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.desired import render
+from tenant_operator.infra import postgres
+from tenant_operator.infra.kube import ObjectRef
 
 WORKERS = 4
 

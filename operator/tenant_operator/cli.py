@@ -66,8 +66,8 @@ def _retried_requests_are_warnings(record: logging.LogRecord) -> bool:
 
 
 def _grants(args: argparse.Namespace) -> int:
-    from tenant_operator.runtime import grants
     from tenant_operator.infra.kube import Kube, api_client
+    from tenant_operator.runtime import grants
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = grants.GrantSettings.from_environment()

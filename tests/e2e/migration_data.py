@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 import psycopg
-
 from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
 
 CUSTOMERS = 500

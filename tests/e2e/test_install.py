@@ -13,10 +13,10 @@ reclaimPolicy Delete, keep these tests apart from the others and leave it clean.
 from __future__ import annotations
 
 import base64
-import re
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -28,11 +28,16 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-
-from tenant_operator.dev.cluster import REPO_ROOT, LocalCluster, existing_cluster, kubectl, start_cluster
+from tenant_operator.api.settings import ENV_PREFIX
+from tenant_operator.dev.cluster import (
+    REPO_ROOT,
+    LocalCluster,
+    existing_cluster,
+    kubectl,
+    start_cluster,
+)
 from tenant_operator.dev.session import OperatorProcess, run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.api.settings import ENV_PREFIX
 
 CHART = REPO_ROOT / "charts" / "tenant-operator"
 MANIFESTS = REPO_ROOT / "manifests"

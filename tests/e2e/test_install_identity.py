@@ -18,7 +18,6 @@ import subprocess
 import psycopg
 import pytest
 import yaml
-
 from tenant_operator.api import names
 from tenant_operator.dev.cluster import kubectl
 from tenant_operator.dev.session import run_kubectl
@@ -28,8 +27,16 @@ from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
 from . import writers as writers_module
 from .conftest import Tenants
 from .migration_data import tenant_secret, write_sample_data
-from .test_install import (CHART, NAMESPACE, RELEASE, Install, assert_no_permission_trouble, fresh_cluster,
-                           helm_binary, run)
+from .test_install import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    Install,
+    assert_no_permission_trouble,
+    fresh_cluster,
+    helm_binary,
+    run,
+)
 from .writers import Writers, count_writes, wait_for_commits
 
 DEPLOYMENT = KINDS[("apps/v1", "Deployment")]

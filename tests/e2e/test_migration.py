@@ -7,13 +7,17 @@ import re
 import psycopg
 import psycopg.sql
 import pytest
-
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import TENANT, ObjectRef
 
-from .conftest import namespaced
 from . import writers as writers_module
-from .migration_data import can_write, read_fingerprint, tenant_secret, write_sample_data
+from .conftest import namespaced
+from .migration_data import (
+    can_write,
+    read_fingerprint,
+    tenant_secret,
+    write_sample_data,
+)
 from .writers import Writers, count_writes, wait_for_commits
 
 

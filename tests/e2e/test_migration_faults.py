@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import TENANT, ObjectRef
 
-from .migration_data import can_write, read_fingerprint, tenant_secret, write_sample_data
+from .migration_data import (
+    can_write,
+    read_fingerprint,
+    tenant_secret,
+    write_sample_data,
+)
 
 
 def _ready_tenant_with_data(fault_tenants, fault_kube, tier: str) -> tuple[str, dict]:

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 
-from .migration_data import can_write, read_fingerprint, tenant_secret, write_sample_data
+from .migration_data import (
+    can_write,
+    read_fingerprint,
+    tenant_secret,
+    write_sample_data,
+)
 
 LEASE = KINDS[("coordination.k8s.io/v1", "Lease")]
 

@@ -11,7 +11,6 @@ that no role gained an attribute and none appeared.
 from __future__ import annotations
 
 import psycopg
-
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import TENANT, ObjectRef
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from tenant_operator.dev.cluster import REPO_ROOT, existing_cluster, start_cluster
 from tenant_operator.dev.session import OperatorProcess, install_crds, run_kubectl
 from tenant_operator.dev.wait import wait_for

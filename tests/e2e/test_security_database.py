@@ -23,7 +23,6 @@ import psycopg
 import pytest
 from psycopg import sql as q
 from psycopg.conninfo import make_conninfo
-
 from tenant_operator.api import names
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import TENANT, ObjectRef

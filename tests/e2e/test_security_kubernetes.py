@@ -23,7 +23,6 @@ import psycopg
 import pytest
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
-
 from tenant_operator.api import names
 from tenant_operator.desired import render
 from tenant_operator.dev.wait import wait_for

@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-
 from tenant_operator.api import names
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef

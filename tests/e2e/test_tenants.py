@@ -7,7 +7,6 @@ import re
 
 import psycopg
 import pytest
-
 from tenant_operator.dev.postgres import restart_postgres, stop_postgres, wait_ready
 from tenant_operator.dev.session import run_kubectl
 from tenant_operator.dev.wait import wait_for

@@ -15,7 +15,6 @@ import dataclasses
 import threading
 
 import psycopg
-
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import Kube
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-
+from tenant_operator.api.settings import Settings
 from tenant_operator.infra import access
 from tenant_operator.infra.access import Access, AccessPending
-from tenant_operator.api.settings import Settings
 
 MANIFEST = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tenant-acme"}}
 

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tenant_operator.infra import kube
 from tenant_operator.api import names
 from tenant_operator.api.settings import ENV_PREFIX, Settings
+from tenant_operator.infra import kube
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tenant-operator"
@@ -329,8 +328,8 @@ def test_admission_policy_fences_the_operator_and_no_one_else(helm):
 
 
 def test_chart_installs_the_cluster_role_owners_are_bound_to(helm):
+    from tenant_operator.api.tenant import Tenant
     from tenant_operator.desired import render as rendering
-    from tenant_operator.api.model import Tenant
 
     tenant = Tenant.from_body({"apiVersion": names.API_VERSION, "kind": "Tenant", "metadata": {"name": "acme"},
                                "spec": {"plan": "free", "owners": [{"kind": "User", "name": "alice"}]}})

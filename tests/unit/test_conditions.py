@@ -6,10 +6,16 @@ import copy
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tenant_operator.api import conditions
-from tenant_operator.api import model
-from tenant_operator.api.conditions import Condition, find, is_true, merge, summary, transitions
+from tenant_operator.api import conditions, fields
+from tenant_operator.api.conditions import (
+    Condition,
+    find,
+    is_true,
+    merge,
+    summary,
+    transitions,
+)
+from tenant_operator.api.tenant import TenantStatus
 
 T1 = "2026-05-01T12:00:00Z"
 T2 = "2026-05-01T12:05:00Z"
@@ -91,21 +97,21 @@ def test_merged_conditions_are_a_valid_status():
 
     merged = merge([], [*parts, summary(parts)], 3, conditions.now())
 
-    status = model.TenantStatus.model_validate({"conditions": merged})
+    status = TenantStatus.model_validate({"conditions": merged})
     assert status.condition("Ready").status == "False"
     assert status.condition("Ready").observed_generation == 3
 
 
 def test_now_is_an_rfc3339_utc_timestamp():
-    assert model.RFC3339_PATTERN.match(conditions.now())
+    assert fields.RFC3339_PATTERN.match(conditions.now())
     assert conditions.now().endswith("Z")
 
 
 def test_condition_types_match_the_model():
     assert (conditions.READY, conditions.NAMESPACE_READY, conditions.QUOTA_READY, conditions.DATABASE_READY,
             conditions.WORKLOADS_READY, conditions.MIGRATING) == (
-        model.READY, model.NAMESPACE_READY, model.QUOTA_READY, model.DATABASE_READY, model.WORKLOADS_READY,
-        model.MIGRATING)
+        fields.READY, fields.NAMESPACE_READY, fields.QUOTA_READY, fields.DATABASE_READY, fields.WORKLOADS_READY,
+        fields.MIGRATING)
 
 
 # --- summary -----------------------------------------------------------------------------

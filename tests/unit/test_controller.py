@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tenant_operator.runtime.controller import Controller
 from tenant_operator.api.names import FINALIZER
 from tenant_operator.api.settings import Settings
+from tenant_operator.runtime.controller import Controller
 
 
 def controller() -> Controller:

@@ -9,10 +9,12 @@ from typing import Any, Iterator
 import pytest
 import yaml
 from pydantic import BaseModel, Field
-
-from tenant_operator.api import crds
-from tenant_operator.api import names
-from tenant_operator.api.model import QUANTITY_PATTERN, RESOURCE_NAME_PATTERN, ResourceMap
+from tenant_operator.api import crds, names
+from tenant_operator.api.fields import (
+    QUANTITY_PATTERN,
+    RESOURCE_NAME_PATTERN,
+    ResourceMap,
+)
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 TENANTS = f"{names.GROUP}_tenants.yaml"

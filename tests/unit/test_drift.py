@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-
+from tenant_operator.api.plan import TenantPlan
+from tenant_operator.api.settings import Settings
+from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import contains, needs_apply
-from tenant_operator.api.model import Tenant, TenantPlan
-from tenant_operator.api.settings import Settings
 
 SETTINGS = Settings(database_url="postgresql://postgres:secret@db:5432/postgres")
 TENANT = Tenant.from_body({"metadata": {"name": "acme", "generation": 1},

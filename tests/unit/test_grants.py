@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-
 from tenant_operator.runtime import grants
-from tenant_operator.runtime.grants import GrantSettings, Granter
+from tenant_operator.runtime.grants import Granter, GrantSettings
 
 SETTINGS = GrantSettings(
     subject={"kind": "ServiceAccount", "name": "tenant-operator", "namespace": "tenant-operator"},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from tenant_operator.runtime.leader import Conflict, LeaderElector, LeaseConfig
 
 
@@ -225,10 +224,10 @@ def test_identities_are_unique_per_process():
 def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(monkeypatch):
     import asyncio
 
+    from tenant_operator.api.settings import Settings
+    from tenant_operator.reconcile.converge import Outcome
     from tenant_operator.runtime import controller as controller_module
     from tenant_operator.runtime.controller import Controller
-    from tenant_operator.reconcile.converge import Outcome
-    from tenant_operator.api.settings import Settings
 
     reconciled: list[str] = []
     monkeypatch.setattr(controller_module, "reconcile", lambda ctx, body: reconciled.append(body["metadata"]["name"])
@@ -263,10 +262,10 @@ def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(
 def test_standalone_controller_reconciles_without_any_lease(monkeypatch):
     import asyncio
 
+    from tenant_operator.api.settings import Settings
+    from tenant_operator.reconcile.converge import Outcome
     from tenant_operator.runtime import controller as controller_module
     from tenant_operator.runtime.controller import Controller
-    from tenant_operator.reconcile.converge import Outcome
-    from tenant_operator.api.settings import Settings
 
     reconciled: list[str] = []
     monkeypatch.setattr(controller_module, "reconcile", lambda ctx, body: reconciled.append(body["metadata"]["name"])

@@ -8,16 +8,13 @@ import types
 from pathlib import Path
 
 import pytest
-
+from tenant_operator.api.names import FINALIZER
+from tenant_operator.api.settings import Settings
+from tenant_operator.infra import postgres, snapshot, tierdata
+from tenant_operator.infra.kube import KINDS, ObjectRef
 from tenant_operator.reconcile import deletion as lifecycle
 from tenant_operator.reconcile import migration
-from tenant_operator.infra import postgres
-from tenant_operator.infra import snapshot
-from tenant_operator.infra import tierdata
-from tenant_operator.infra.kube import KINDS, ObjectRef
-from tenant_operator.api.names import FINALIZER
 from tenant_operator.reconcile.converge import Context
-from tenant_operator.api.settings import Settings
 
 NAMESPACE = KINDS[("v1", "Namespace")]
 CONFIGMAP = KINDS[("v1", "ConfigMap")]
@@ -108,7 +105,7 @@ def world(tmp_path):
 
 
 def run(ctx, body):
-    from tenant_operator.api.model import Tenant
+    from tenant_operator.api.tenant import Tenant
 
     return lifecycle.finalize(ctx, body, Tenant.from_body(body))
 

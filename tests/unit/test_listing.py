@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from tenant_operator.runtime import controller as controller_module
-from tenant_operator.runtime.controller import Controller
+from tenant_operator.api.settings import Settings
 from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
 from tenant_operator.infra.listing import LISTED, SELECTOR, ListedKube
 from tenant_operator.reconcile.converge import Outcome
-from tenant_operator.api.settings import Settings
+from tenant_operator.runtime import controller as controller_module
+from tenant_operator.runtime.controller import Controller
 
 NAMESPACE = KINDS[("v1", "Namespace")]
 QUOTA = KINDS[("v1", "ResourceQuota")]

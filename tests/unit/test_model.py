@@ -7,21 +7,19 @@ from types import MappingProxyType
 
 import pytest
 from pydantic import ValidationError
-
-from tenant_operator.api import model
-from tenant_operator.api.model import (
+from tenant_operator.api import fields
+from tenant_operator.api.fields import OwnerKind, Phase, ReclaimPolicy, Tier
+from tenant_operator.api.plan import TenantPlan, TenantPlanSpec
+from tenant_operator.api.tenant import (
+    OWNER_NAMESPACE_FORBIDDEN,
+    OWNER_NAMESPACE_REQUIRED,
     Condition,
     MigrationStatus,
-    OwnerKind,
-    Phase,
-    ReclaimPolicy,
+    Owner,
     TableProgress,
     Tenant,
-    TenantPlan,
-    TenantPlanSpec,
     TenantSpec,
     TenantStatus,
-    Tier,
 )
 
 FULL_TENANT = {
@@ -79,8 +77,8 @@ def test_full_tenant_body_parses():
     assert tenant.status.phase is Phase.READY
     assert tenant.status.database.schema_name == "public"
     assert tenant.status.database.secret_name == "tenant-db"
-    assert tenant.status.condition(model.READY).reason == "AllReady"
-    assert tenant.status.condition(model.MIGRATING) is None
+    assert tenant.status.condition(fields.READY).reason == "AllReady"
+    assert tenant.status.condition(fields.MIGRATING) is None
 
 
 def test_enums_compare_equal_to_their_strings():
@@ -123,7 +121,7 @@ def test_spec_defaults():
 def test_mutable_defaults_are_not_shared():
     first = TenantSpec(plan="free")
     first.quota_overrides["pods"] = "5"
-    first.owners.append(model.Owner(kind="User", name="bob"))
+    first.owners.append(Owner(kind="User", name="bob"))
 
     second = TenantSpec(plan="free")
     assert second.quota_overrides == {}
@@ -182,7 +180,7 @@ def _status() -> TenantStatus:
         namespace="tenant-acme",
         conditions=[
             Condition(
-                type=model.MIGRATING,
+                type=fields.MIGRATING,
                 status="True",
                 reason="CopyingData",
                 message="copying 2 tables",
@@ -247,8 +245,8 @@ def test_status_tolerates_fields_it_does_not_know():
 
 
 def test_condition_type_constants():
-    assert (model.READY, model.NAMESPACE_READY, model.QUOTA_READY) == ("Ready", "NamespaceReady", "QuotaReady")
-    assert (model.DATABASE_READY, model.WORKLOADS_READY, model.MIGRATING) == (
+    assert (fields.READY, fields.NAMESPACE_READY, fields.QUOTA_READY) == ("Ready", "NamespaceReady", "QuotaReady")
+    assert (fields.DATABASE_READY, fields.WORKLOADS_READY, fields.MIGRATING) == (
         "DatabaseReady",
         "WorkloadsReady",
         "Migrating",
@@ -302,12 +300,12 @@ def test_invalid_resource_names_are_rejected(key):
 
 def test_overlong_resource_names_are_rejected():
     with pytest.raises(ValidationError):
-        TenantPlanSpec(quota={"a" * (model.RESOURCE_NAME_MAX_LENGTH + 1): "1"})
+        TenantPlanSpec(quota={"a" * (fields.RESOURCE_NAME_MAX_LENGTH + 1): "1"})
 
 
 def test_too_many_quota_entries_are_rejected():
     with pytest.raises(ValidationError):
-        TenantPlanSpec(quota={f"count/thing{i}": "1" for i in range(model.MAX_RESOURCE_ENTRIES + 1)})
+        TenantPlanSpec(quota={f"count/thing{i}": "1" for i in range(fields.MAX_RESOURCE_ENTRIES + 1)})
 
 
 @pytest.mark.parametrize(
@@ -347,8 +345,8 @@ def test_invalid_tenant_specs_are_rejected(spec):
     [
         ({"plan": "Free_Plan"}, "must be the name of a TenantPlan"),
         ({"plan": "free\n"}, "must be the name of a TenantPlan"),
-        ({"plan": "free", "owners": [{"kind": "ServiceAccount", "name": "ci"}]}, model.OWNER_NAMESPACE_REQUIRED),
-        ({"plan": "free", "owners": [{"kind": "User", "name": "bob", "namespace": "ci"}]}, model.OWNER_NAMESPACE_FORBIDDEN),
+        ({"plan": "free", "owners": [{"kind": "ServiceAccount", "name": "ci"}]}, OWNER_NAMESPACE_REQUIRED),
+        ({"plan": "free", "owners": [{"kind": "User", "name": "bob", "namespace": "ci"}]}, OWNER_NAMESPACE_FORBIDDEN),
         ({"plan": "free", "owners": [{"kind": "ServiceAccount", "name": "ci", "namespace": "CI"}]}, "must be a namespace name"),
     ],
     ids=["plan-pattern", "plan-trailing-newline", "service-account-without-namespace", "user-with-namespace",

@@ -6,10 +6,8 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tenant_operator.api import names
-from tenant_operator.infra import postgres
-from tenant_operator.infra import tierdata
+from tenant_operator.infra import postgres, tierdata
 
 LOWER = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"

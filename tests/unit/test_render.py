@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
-
-from tenant_operator.api import model
-from tenant_operator.api import names
-from tenant_operator.desired import render
-from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api import fields, names
+from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.desired import render
 
 SAMPLE_PLANS = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "plans.yaml"
 PLANS = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(SAMPLE_PLANS.read_text()) if doc}
@@ -660,7 +660,7 @@ def tenant_names(draw) -> str:
 
 quantities = st.one_of(
     st.integers(0, 10**6),
-    st.from_regex(model.QUANTITY_PATTERN, fullmatch=True).filter(lambda q: len(q) <= model.QUANTITY_MAX_LENGTH),
+    st.from_regex(fields.QUANTITY_PATTERN, fullmatch=True).filter(lambda q: len(q) <= fields.QUANTITY_MAX_LENGTH),
 )
 resource_names = st.sampled_from(["cpu", "memory", "pods", "services", "requests.cpu", "limits.memory",
                                   "requests.storage", "count/deployments.apps", "hugepages-2Mi"])
@@ -668,10 +668,10 @@ resource_names = st.sampled_from(["cpu", "memory", "pods", "services", "requests
 
 def whole_counts(quota: dict) -> dict:
     """Only what the CRD admits: objects (pods, count/...) in whole numbers."""
-    return {key: value for key, value in quota.items() if not model.counted_whole(key) or model._whole(str(value))}
+    return {key: value for key, value in quota.items() if not fields.counted_whole(key) or fields._whole(str(value))}
 
 
-plan_names = st.from_regex(model.DNS_SUBDOMAIN_PATTERN, fullmatch=True).filter(lambda n: len(n) <= 63)
+plan_names = st.from_regex(fields.DNS_SUBDOMAIN_PATTERN, fullmatch=True).filter(lambda n: len(n) <= 63)
 
 
 @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,15 +20,12 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
-
-from tenant_operator.api import model
-from tenant_operator.api import names
-from tenant_operator.infra import postgres
-from tenant_operator.desired import render
-from tenant_operator.desired import sql
-from tenant_operator.infra import tierdata
-from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api import fields, names
+from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.desired import render, sql
+from tenant_operator.infra import postgres, tierdata
 
 SETTINGS = Settings(database_url="postgresql://postgres:secret@db.example:5432/postgres")
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -52,18 +49,18 @@ def tenant_names(draw) -> str:
 
 # What the CRD admits, in the model's words (test_api_validation proves the API server agrees).
 crd_resource_keys = st.one_of(
-    st.from_regex(model.RESOURCE_NAME_PATTERN, fullmatch=True).filter(lambda k: len(k) <= 253),
+    st.from_regex(fields.RESOURCE_NAME_PATTERN, fullmatch=True).filter(lambda k: len(k) <= 253),
     st.sampled_from(["cpu", "pods", "requests.memory", "count/deployments.apps", "example.com/gpu", "gpus",
                      "hugepages-2Mi", "requests.hugepages-1Gi", "storage", "limits.storage", "eXample.com/x",
                      "a/b/c", "requests.gpu", "example.com/" + "x" * 64]),
 )
-crd_quantities = st.one_of(st.integers(0, 10**30), st.from_regex(model.QUANTITY_PATTERN, fullmatch=True).filter(
-    lambda q: len(q) <= model.QUANTITY_MAX_LENGTH))
+crd_quantities = st.one_of(st.integers(0, 10**30), st.from_regex(fields.QUANTITY_PATTERN, fullmatch=True).filter(
+    lambda q: len(q) <= fields.QUANTITY_MAX_LENGTH))
 
 
 def _quota_admitted(entry: tuple[str, object]) -> bool:
     try:
-        model._quota_entries({entry[0]: model._number_as_text(entry[1])})
+        fields._quota_entries({entry[0]: fields._number_as_text(entry[1])})
     except ValueError:
         return False
     return True
@@ -76,7 +73,7 @@ owner_names = st.one_of(st.sampled_from([t for t in HOSTILE_TEXT if t]), st.text
 crd_owners = st.lists(st.one_of(
     st.fixed_dictionaries({"kind": st.sampled_from(["User", "Group"]), "name": owner_names}),
     st.fixed_dictionaries({"kind": st.just("ServiceAccount"), "name": owner_names,
-                           "namespace": st.from_regex(model.DNS_LABEL_PATTERN, fullmatch=True).filter(
+                           "namespace": st.from_regex(fields.DNS_LABEL_PATTERN, fullmatch=True).filter(
                                lambda n: len(n) <= 63)}),
 ), max_size=4)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import psycopg
 from psycopg.pq import TransactionStatus
-
 from tenant_operator.infra import sessions
 from tenant_operator.infra.sessions import IdleSessions
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-
 from tenant_operator.runtime.workqueue import WorkQueue
 
 NOTHING_WAITS = 0.02  # how long a get() is given to prove that no key is ready

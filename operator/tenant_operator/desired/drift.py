@@ -14,7 +14,6 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-
 # Maps whose values are quantities, which the API server canonicalises ("1000m" comes back
 # as "1", "1024Mi" as "1Gi"): ResourceQuota hard, LimitRange limits, container resources.
 QUANTITY_MAPS = {"hard", "requests", "limits", "default", "defaultRequest", "max", "min", "maxLimitRequestRatio"}

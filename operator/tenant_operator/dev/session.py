@@ -15,10 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from tenant_operator.dev.cluster import REPO_ROOT, LocalCluster, existing_cluster, kubectl, start_cluster
+from tenant_operator.api.settings import ENV_PREFIX
+from tenant_operator.dev.cluster import (
+    REPO_ROOT,
+    LocalCluster,
+    existing_cluster,
+    kubectl,
+    start_cluster,
+)
 from tenant_operator.dev.ports import free_port
 from tenant_operator.dev.postgres import start_postgres, stop_postgres
-from tenant_operator.api.settings import ENV_PREFIX
 
 CRDS_DIR = REPO_ROOT / "crds"
 OWNER_ROLE = REPO_ROOT / "rbac" / "tenant-owner-clusterrole.yaml"

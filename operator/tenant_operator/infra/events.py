@@ -14,8 +14,8 @@ import time
 import uuid
 
 from tenant_operator.api.conditions import now
-from tenant_operator.infra.kube import Kube
 from tenant_operator.api.names import API_VERSION
+from tenant_operator.infra.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from urllib.parse import quote, urlencode
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator.infra import metrics
 from tenant_operator.api.names import API_VERSION, FIELD_MANAGER
+from tenant_operator.infra import metrics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,8 +42,13 @@ from psycopg import sql as q
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenant_operator.desired import sql
-from tenant_operator.infra.postgres import (DataPlacement, DatabaseUnavailable, admin_session_dsn, application_name,
-                                      ensure_tenant_data)
+from tenant_operator.infra.postgres import (
+    DatabaseUnavailable,
+    DataPlacement,
+    admin_session_dsn,
+    application_name,
+    ensure_tenant_data,
+)
 
 MARKER = "tenant-operator: migration target"
 QUARANTINE_SEPARATOR = "$"  # never part of a tenant's identifier, so no tenant can collide

@@ -17,19 +17,18 @@ from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator.infra import access as access_
 from tenant_operator.api import conditions as cond
-from tenant_operator.infra import events
-from tenant_operator.infra import metrics
-from tenant_operator.reconcile import migration
 from tenant_operator.api import names
-from tenant_operator.infra import postgres
-from tenant_operator.desired import render
 from tenant_operator.api.conditions import Condition
-from tenant_operator.desired.drift import needs_apply
-from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
-from tenant_operator.api.model import Tenant, TenantPlan
+from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.desired import render
+from tenant_operator.desired.drift import needs_apply
+from tenant_operator.infra import access as access_
+from tenant_operator.infra import events, metrics, postgres
+from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
+from tenant_operator.reconcile import migration
 
 log = logging.getLogger(__name__)
 

@@ -36,16 +36,13 @@ from typing import Iterator
 import psycopg
 
 from tenant_operator.api import conditions as cond
-from tenant_operator.infra import faults
-from tenant_operator.infra import metrics
 from tenant_operator.api import names
-from tenant_operator.infra import postgres
-from tenant_operator.desired import render
-from tenant_operator.infra import tierdata
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.desired import render
+from tenant_operator.infra import faults, metrics, postgres, tierdata
 from tenant_operator.infra.fence import Authority, Deposed
 from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
-from tenant_operator.api.model import Tenant
 from tenant_operator.infra.tenantlock import LockBusy, TenantLock
 
 log = logging.getLogger(__name__)

@@ -18,16 +18,19 @@ from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator.infra import access
-from tenant_operator.infra import events
-from tenant_operator.infra import metrics
 from tenant_operator.api import names
-from tenant_operator.infra import postgres
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
+from tenant_operator.infra import access, events, metrics, postgres
 from tenant_operator.infra.kube import TENANT_PLAN, Kube, ObjectRef
 from tenant_operator.infra.listing import MAX_AGE_SECONDS, ListedKube
-from tenant_operator.reconcile.converge import WAIT_FOR_WORKLOADS, Context, Outcome, available as _available, reconcile
+from tenant_operator.reconcile.converge import (
+    WAIT_FOR_WORKLOADS,
+    Context,
+    Outcome,
+    reconcile,
+)
+from tenant_operator.reconcile.converge import available as _available
 from tenant_operator.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

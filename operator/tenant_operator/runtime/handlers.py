@@ -18,14 +18,18 @@ import logging
 
 import kopf
 
-from tenant_operator.infra import metrics
-from tenant_operator.infra import postgres
-from tenant_operator.infra.access import AccessPending
-from tenant_operator.runtime.controller import Controller
-from tenant_operator.runtime.leader import KubeLeaseStore, LeaderElector, LeaseConfig, default_identity
-from tenant_operator.infra.kube import Kube, api_client
 from tenant_operator.api.names import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from tenant_operator.api.settings import from_environment
+from tenant_operator.infra import metrics, postgres
+from tenant_operator.infra.access import AccessPending
+from tenant_operator.infra.kube import Kube, api_client
+from tenant_operator.runtime.controller import Controller
+from tenant_operator.runtime.leader import (
+    KubeLeaseStore,
+    LeaderElector,
+    LeaseConfig,
+    default_identity,
+)
 
 log = logging.getLogger(__name__)
 

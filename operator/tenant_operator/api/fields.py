@@ -1,10 +1,4 @@
-"""The Tenant API: pydantic models of TenantPlan and Tenant, the one source of truth.
-
-The CRDs in crds/ are generated from these models (tenant_operator.api.crds), so a
-constraint belongs here: in Python it guards the operator's own reads and writes,
-in the CRD it lets the API server refuse a bad spec before the operator sees it.
-Rules pydantic cannot express in JSON Schema are given twice, as a Python
-validator and as a CEL rule (`x-kubernetes-validations`) beside it.
+"""Building blocks of the API models: patterns, CEL rules, quantities, quota names, enums.
 
 Where a person types a value, a rule's message says what is allowed, with an
 example: the API server's own message for an OpenAPI `pattern` only repeats
@@ -21,9 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic.alias_generators import to_camel
 
 # Condition types, as they appear in status.conditions[].type.
@@ -76,7 +77,7 @@ def cel(rule: str, message: str) -> dict[str, Any]:
     return {"rule": rule, "message": message}
 
 
-def _validations(*rules: dict[str, Any]) -> dict[str, Any]:
+def validations(*rules: dict[str, Any]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
@@ -86,7 +87,7 @@ def _rfc3339(value: str) -> str:
     return value
 
 
-def _unique(values: list[Any]) -> list[Any]:
+def unique(values: list[Any]) -> list[Any]:
     if len(set(values)) != len(values):
         raise ValueError("items must be unique")
     return values
@@ -116,7 +117,7 @@ def _matching(pattern: str, message: str, max_length: int) -> Any:
         str,
         StringConstraints(max_length=max_length),
         _matches(pattern, message),
-        Field(json_schema_extra=_validations(cel(f"self.matches(r'{pattern}')", message))),
+        Field(json_schema_extra=validations(cel(f"self.matches(r'{pattern}')", message))),
     ]
 
 
@@ -139,7 +140,7 @@ Quantity = Annotated[
         description="A non-negative Kubernetes quantity, such as 500m, 2, 1Gi or 10; a number or a string.",
         json_schema_extra={
             "x-kubernetes-int-or-string": True,
-            **_validations(
+            **validations(
                 cel(
                     f"type(self) == int ? self >= 0 : (self.matches(r'{QUANTITY_PATTERN}') && isQuantity(self))",
                     QUANTITY_MESSAGE,
@@ -175,7 +176,7 @@ _RESOURCE_NAME_RULE = {
 }
 ResourceMap = Annotated[
     dict[ResourceName, Quantity],
-    Field(max_length=MAX_RESOURCE_ENTRIES, json_schema_extra=_validations(_RESOURCE_NAME_RULE)),
+    Field(max_length=MAX_RESOURCE_ENTRIES, json_schema_extra=validations(_RESOURCE_NAME_RULE)),
 ]
 
 # What a ResourceQuota counts without a domain prefix (Kubernetes' validation of spec.hard),
@@ -259,7 +260,7 @@ QuotaMap = Annotated[
     dict[ResourceName, Quantity],
     Field(
         max_length=MAX_RESOURCE_ENTRIES,
-        json_schema_extra=_validations(
+        json_schema_extra=validations(
             _RESOURCE_NAME_RULE,
             {
                 **cel(f"self.all(k, {_CEL_QUOTA_NAME})", QUOTA_NAME_MESSAGE),
@@ -339,259 +340,23 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
-class _Spec(BaseModel):
+class SpecModel(BaseModel):
     # forbid: a misspelt field in a test or a render input fails loudly (the API
     # server prunes unknown fields from real objects before we see them).
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class _Status(BaseModel):
+class StatusModel(BaseModel):
     # ignore: a status written by a newer operator must still load in an older one.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 DisplayName = Annotated[str, Field(max_length=128, description="A human-readable name.")]
 
-
-# --- TenantPlan ---------------------------------------------------------------
-
-
-class LimitsSpec(_Spec):
-    """LimitRange values for every container in the tenant namespace."""
-
-    default: ResourceMap | None = Field(default=None, description="Default limits of a container that sets none.")
-    default_request: ResourceMap | None = Field(
-        default=None, description="Default requests of a container that sets none."
-    )
-    max: ResourceMap | None = Field(default=None, description="Largest limits a container may set.")
-    min: ResourceMap | None = Field(default=None, description="Smallest requests a container may set.")
-
-
-class ResourcesSpec(_Spec):
-    """Container resources of the tier's workloads."""
-
-    requests: ResourceMap = Field(default={}, description="Container resource requests.")
-    limits: ResourceMap = Field(default={}, description="Container resource limits.")
-
-
-class WorkloadSpec(_Spec):
-    """The workloads rendered for a tier: which template, and its sizing."""
-
-    template: TemplateName = Field(default="web", description="Name of the workload template the operator renders.")
-    image: str = Field(
-        default="nginxinc/nginx-unprivileged:1.27", min_length=1, max_length=512, description="Container image."
-    )
-    replicas: int = Field(default=1, ge=0, le=50, description="Number of replicas.")
-    port: int = Field(default=8080, ge=1, le=65535, description="Container port the workload listens on.")
-    resources: ResourcesSpec = Field(default=ResourcesSpec(), description="Container resource requests and limits.")
-
-
-class TierWorkloads(_Spec):
-    """Workloads per tier; a tier without an entry gets none of its own."""
-
-    shared: WorkloadSpec | None = Field(default=None, description="Workloads of the shared tier.")
-    isolated: WorkloadSpec | None = Field(default=None, description="Workloads of each isolated tenant.")
-
-
-class TenantPlanSpec(_Spec):
-    """A plan tenants subscribe to: quotas, container limits, allowed tiers and workloads."""
-
-    display_name: DisplayName | None = None
-    quota: QuotaMap = Field(
-        default={}, description="ResourceQuota hard limits of each tenant namespace, such as cpu, pods or requests.storage."
-    )
-    limits: LimitsSpec = Field(default=LimitsSpec(), description="LimitRange container defaults and bounds.")
-    tiers: Annotated[list[Tier], AfterValidator(_unique)] = Field(
-        default=[Tier.SHARED],
-        min_length=1,
-        max_length=len(Tier),
-        json_schema_extra={"uniqueItems": True},
-        description="Tiers a tenant on this plan may use.",
-    )
-    workloads: TierWorkloads = Field(default=TierWorkloads(), description="Workloads rendered per tier.")
-
-
-# --- Tenant -------------------------------------------------------------------
-
-
-OWNER_NAMESPACE_REQUIRED = "an owner of kind ServiceAccount needs the namespace the service account lives in"
-OWNER_NAMESPACE_FORBIDDEN = "only an owner of kind ServiceAccount has a namespace; users and groups are cluster-wide"
-
-
-class Owner(_Spec):
-    """A subject that administers the tenant namespace."""
-
-    # Two rules, each pointing at .namespace with the reason Kubernetes uses for
-    # its own fields: "owners[0].namespace: Required value: ..." / "Forbidden: ...".
-    model_config = ConfigDict(
-        json_schema_extra=_validations(
-            {
-                **cel("self.kind != 'ServiceAccount' || has(self.namespace)", OWNER_NAMESPACE_REQUIRED),
-                "fieldPath": ".namespace",
-                "reason": "FieldValueRequired",
-            },
-            {
-                **cel("self.kind == 'ServiceAccount' || !has(self.namespace)", OWNER_NAMESPACE_FORBIDDEN),
-                "fieldPath": ".namespace",
-                "reason": "FieldValueForbidden",
-            },
-        )
-    )
-
-    kind: OwnerKind = Field(description="User, Group or ServiceAccount.")
-    name: str = Field(min_length=1, max_length=253, description="Name of the user, group or service account.")
-    namespace: NamespaceName | None = Field(
-        default=None, description="Namespace of the service account; only for kind ServiceAccount."
-    )
-
-    @model_validator(mode="after")
-    def _namespace_iff_service_account(self) -> Owner:
-        if self.kind == OwnerKind.SERVICE_ACCOUNT and self.namespace is None:
-            raise ValueError(OWNER_NAMESPACE_REQUIRED)
-        if self.kind != OwnerKind.SERVICE_ACCOUNT and self.namespace is not None:
-            raise ValueError(OWNER_NAMESPACE_FORBIDDEN)
-        return self
-
-
-class DatabaseSpec(_Spec):
-    """The tenant's PostgreSQL data."""
-
-    reclaim_policy: ReclaimPolicy = Field(
-        default=ReclaimPolicy.RETAIN,
-        description="On deletion: Retain keeps the data, Delete drops it, Snapshot dumps it, then drops it.",
-    )
-
-
-class TenantSpec(_Spec):
-    """The desired state of a tenant."""
-
-    display_name: DisplayName | None = None
-    plan: PlanName = Field(description="Name of the TenantPlan the tenant is on.")
-    tier: Tier = Field(default=Tier.SHARED, description="Tier the tenant should live in; changing it migrates the tenant.")
-    owners: list[Owner] = Field(
-        default=[], max_length=MAX_OWNERS, description="Subjects bound to the admin role in the tenant namespace."
-    )
-    quota_overrides: QuotaMap = Field(default={}, description="Per-tenant entries replacing the plan's quota.")
-    database: DatabaseSpec = Field(default=DatabaseSpec(), description="The tenant's database.")
-    suspended: bool = Field(
-        default=False, description="Scale the tenant's workloads to zero and block its database login, keeping all data."
-    )
-    network_isolation: bool = Field(
-        default=True, description="Refuse traffic from other tenants' namespaces to the tenant namespace."
-    )
-
-
-# --- Tenant status ------------------------------------------------------------
-
-
-class Condition(_Status):
-    """One aspect of the tenant's state, Kubernetes style."""
-
-    type: str = Field(max_length=316, pattern=CONDITION_TYPE_PATTERN, description="Type of condition, such as Ready.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(
-        min_length=1, max_length=1024, pattern=REASON_PATTERN, description="CamelCase reason for the last transition."
-    )
-    message: str = Field(default="", max_length=32768, description="Human-readable details.")
-    observed_generation: int | None = Field(default=None, ge=0, description="Generation the condition was set for.")
-    last_transition_time: Timestamp = Field(description="When the status last changed.")
-
-
-class DatabaseStatus(_Status):
-    """Where the tenant's data lives; the credentials are in the Secret."""
-
-    host: str | None = Field(default=None, description="PostgreSQL host.")
-    port: int | None = Field(default=None, ge=1, le=65535, description="PostgreSQL port.")
-    database: str | None = Field(default=None, description="Database name.")
-    schema_name: str | None = Field(default=None, alias="schema", description="Schema name.")
-    secret_name: str | None = Field(default=None, description="Secret in the tenant namespace holding the credentials.")
-
-
-class TableProgress(_Status):
-    """Copy progress of one table during a migration."""
-
-    name: str = Field(description="Table name.")
-    rows: int = Field(ge=0, description="Rows in the source table.")
-    copied: int = Field(default=0, ge=0, description="Rows copied so far.")
-    checksum: str | None = Field(default=None, description="Checksum of the source table, once verified.")
-
-
-class MigrationStatus(_Status):
-    """A tier migration in progress, recorded so that it resumes after a restart."""
-
-    source: Tier = Field(alias="from", description="Tier the tenant is leaving.")
-    target: Tier = Field(alias="to", description="Tier the tenant is moving to.")
-    step: str = Field(max_length=63, description="Current step of the migration.")
-    started: Timestamp = Field(description="When the migration started.")
-    tables: list[TableProgress] = Field(default=[], description="Per-table copy progress.")
-    rows_copied: int = Field(default=0, ge=0, description="Rows copied so far, all tables.")
-    freeze_started: Timestamp | None = Field(default=None, description="When writes to the source were frozen.")
-    freeze_seconds: float | None = Field(default=None, ge=0, description="How long writes were frozen, once switched.")
-    quarantine: str | None = Field(default=None, max_length=63,
-                                   description="Name the source schema or database was renamed to at the switch.")
-    unfrozen: bool | None = Field(default=None,
-                                  description="The switch gave the tenant its login back (on the target).")
-    retired: bool | None = Field(default=None, description="The quarantined source was announced.")
-    message: str | None = Field(default=None, description="Details of the current step.")
-
-
-class TenantStatus(_Status):
-    """The observed state of a tenant, written only by the operator."""
-
-    phase: Phase = Field(default=Phase.PENDING, description="Summary of the tenant's state.")
-    tier: Tier | None = Field(default=None, description="Tier the tenant lives in now; differs from spec during a migration.")
-    namespace: str | None = Field(default=None, description="The tenant namespace.")
-    database: DatabaseStatus | None = Field(default=None, description="Where the tenant's data lives.")
-    conditions: list[Condition] = Field(
-        default=[],
-        description="Ready, NamespaceReady, QuotaReady, DatabaseReady, WorkloadsReady and Migrating.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
-    observed_generation: int | None = Field(default=None, ge=0, description="Generation last reconciled.")
-    migration: MigrationStatus | None = Field(default=None, description="The tier migration in progress, if any.")
-
-    def condition(self, type_: str) -> Condition | None:
-        return next((c for c in self.conditions if c.type == type_), None)
-
-
-# --- Whole objects ------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Deep copy into dicts and lists: kopf hands out read-only Mapping views."""
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
-
-
-class Tenant(BaseModel):
-    """A Tenant object as the operator sees it: name, generation, spec and status."""
-
-    name: str
-    generation: int = 0
-    spec: TenantSpec
-    status: TenantStatus = TenantStatus()
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Tenant:
-        metadata = body.get("metadata") or {}
-        return cls(
-            name=metadata["name"],
-            generation=metadata.get("generation") or 0,
-            spec=_plain(body.get("spec") or {}),
-            status=_plain(body.get("status") or {}),
-        )
-
-
-class TenantPlan(BaseModel):
-    """A TenantPlan object as the operator sees it: name and spec."""
-
-    name: str
-    spec: TenantPlanSpec
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> TenantPlan:
-        metadata = body.get("metadata") or {}
-        return cls(name=metadata["name"], spec=_plain(body.get("spec") or {}))
