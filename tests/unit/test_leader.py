@@ -225,12 +225,12 @@ def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(
     import asyncio
 
     from tenant_operator.api.settings import Settings
-    from tenant_operator.reconcile.converge import Outcome
+    from tenant_operator.reconcile.context import Outcome
     from tenant_operator.runtime import controller as controller_module
     from tenant_operator.runtime.controller import Controller
 
     reconciled: list[str] = []
-    monkeypatch.setattr(controller_module, "reconcile", lambda ctx, body: reconciled.append(body["metadata"]["name"])
+    monkeypatch.setattr(controller_module, "reconcile", lambda ctx, tenant: reconciled.append(tenant.name)
                         or Outcome())
 
     async def scenario() -> None:
@@ -239,7 +239,7 @@ def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(
         leading = {"now": False}
         controller.start(leading=lambda: leading["now"])
         for name in ("a", "b", "c"):
-            controller.tenant_seen("ADDED", {"metadata": {"name": name}})
+            controller.tenant_seen("ADDED", {"metadata": {"name": name}, "spec": {"plan": "free"}})
         await asyncio.sleep(0.05)
         assert reconciled == []  # a follower keeps the cache, reconciles nothing
 
@@ -250,7 +250,7 @@ def test_follower_workers_do_not_reconcile_and_a_new_leader_queues_every_tenant(
 
         leading["now"] = False
         controller.leadership_lost()
-        controller.tenant_seen("MODIFIED", {"metadata": {"name": "a", "generation": 2}})
+        controller.tenant_seen("MODIFIED", {"metadata": {"name": "a", "generation": 2}, "spec": {"plan": "free"}})
         await asyncio.sleep(0.05)
         assert sorted(reconciled) == ["a", "b", "c"]  # nothing more once the lease is gone
         assert set(controller.tenants) == {"a", "b", "c"}
@@ -263,18 +263,18 @@ def test_standalone_controller_reconciles_without_any_lease(monkeypatch):
     import asyncio
 
     from tenant_operator.api.settings import Settings
-    from tenant_operator.reconcile.converge import Outcome
+    from tenant_operator.reconcile.context import Outcome
     from tenant_operator.runtime import controller as controller_module
     from tenant_operator.runtime.controller import Controller
 
     reconciled: list[str] = []
-    monkeypatch.setattr(controller_module, "reconcile", lambda ctx, body: reconciled.append(body["metadata"]["name"])
+    monkeypatch.setattr(controller_module, "reconcile", lambda ctx, tenant: reconciled.append(tenant.name)
                         or Outcome())
 
     async def scenario() -> None:
         controller = Controller.create(kube=None, settings=Settings(database_url="postgresql://x@y/z"))
         controller.start()
-        controller.tenant_seen("ADDED", {"metadata": {"name": "a"}})
+        controller.tenant_seen("ADDED", {"metadata": {"name": "a"}, "spec": {"plan": "free"}})
         await asyncio.sleep(0.05)
         await controller.stop()
 

@@ -11,10 +11,11 @@ import pytest
 from tenant_operator.api.names import FINALIZER
 from tenant_operator.api.settings import Settings
 from tenant_operator.infra import postgres, snapshot, tierdata
+from tenant_operator.api.tenant import Tenant
 from tenant_operator.infra.kube import KINDS, ObjectRef
-from tenant_operator.reconcile import deletion as lifecycle
+from tenant_operator.reconcile import deletion
 from tenant_operator.reconcile import migration
-from tenant_operator.reconcile.converge import Context
+from tenant_operator.reconcile.context import Context
 
 NAMESPACE = KINDS[("v1", "Namespace")]
 CONFIGMAP = KINDS[("v1", "ConfigMap")]
@@ -65,7 +66,7 @@ class FakeData:
         monkeypatch.setattr(postgres, "drop_tenant_data", self.drop)
         monkeypatch.setattr(postgres, "snapshot_tables", lambda dsn, placement: [postgres.TableName("s", "t")])
         monkeypatch.setattr(snapshot, "take_snapshot", self.dump)
-        monkeypatch.setattr(lifecycle, "_drop_quarantined_copies", lambda ctx, name: [])
+        monkeypatch.setattr(deletion, "_drop_quarantined_copies", lambda ctx, name: [])
 
     def set_login(self, dsn, role, enabled):
         self.calls.append(f"login {enabled}")
@@ -104,10 +105,13 @@ def world(tmp_path):
     return Context(kube=kube, settings=settings, plan_body=lambda name: None), namespace
 
 
-def run(ctx, body):
-    from tenant_operator.api.tenant import Tenant
+def as_written(ctx, body: dict) -> dict:
+    """The Tenant as the next watch event brings it: with the status the last pass wrote."""
+    return {**body, "status": ctx.kube.statuses[-1]}
 
-    return lifecycle.finalize(ctx, body, Tenant.from_body(body))
+
+def run(ctx, body):
+    return deletion.finalize(ctx, Tenant.from_body(body))
 
 
 def test_retain_removes_route_blocks_login_then_deletes_namespace(world, monkeypatch, tmp_path):
@@ -119,7 +123,7 @@ def test_retain_removes_route_blocks_login_then_deletes_namespace(world, monkeyp
     assert ctx.kube.calls[0] == ("patch", "ConfigMap tenancy-shared/tenant-routes")
     assert data.calls == ["login False"]
     assert ("delete", "Namespace tenant-acme") in ctx.kube.calls
-    assert outcome.requeue_after == lifecycle.NAMESPACE_GONE_POLL
+    assert outcome.requeue_after == deletion.NAMESPACE_GONE_POLL
     status = ctx.kube.statuses[-1]
     assert status["phase"] == "Deleting"
     ready = status["conditions"][0]
@@ -134,7 +138,7 @@ def test_second_pass_writes_no_status_again(world, monkeypatch, tmp_path):
     body = tenant_body("Retain")
     run(ctx, body)
     writes = len(ctx.kube.statuses)
-    run(ctx, body)  # body now carries the status written by the first pass
+    run(ctx, as_written(ctx, body))
     assert len(ctx.kube.statuses) == writes
     assert len(ctx.kube.events) == 1
 
@@ -156,7 +160,7 @@ def test_last_pass_adds_no_status_write_when_already_told(world, monkeypatch, tm
     run(ctx, body)
     del ctx.kube.objects[namespace]
     writes = len(ctx.kube.statuses)
-    run(ctx, body)
+    run(ctx, as_written(ctx, body))
     assert len(ctx.kube.statuses) == writes
     assert ctx.kube.calls[-1] == ("patch", "Tenant acme")
 
@@ -203,7 +207,7 @@ def test_snapshot_retry_keeps_the_failure_in_view(world, monkeypatch, tmp_path):
     data.install(monkeypatch, tmp_path)
     body = tenant_body("Snapshot")
     run(ctx, body)
-    run(ctx, body)
+    run(ctx, as_written(ctx, body))
     reasons = [reason for verb, reason in ctx.kube.calls if verb == "status"]
     assert reasons == ["SnapshotInProgress", "SnapshotFailed"]  # no flapping back to InProgress
 
@@ -311,8 +315,8 @@ def test_database_outage_becomes_a_condition_and_a_retry(world, monkeypatch, tmp
 def test_where_names_schema_or_database():
     shared = postgres.placement("acme", "shared", "tenants")
     isolated = postgres.placement("acme", "isolated", "tenants")
-    assert lifecycle.where(shared) == "schema tenant_acme in database tenants"
-    assert lifecycle.where(isolated) == "database tenant_acme"
+    assert deletion.where(shared) == "schema tenant_acme in database tenants"
+    assert deletion.where(isolated) == "database tenant_acme"
 
 
 # --- snapshot.py ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from tenant_operator.api.settings import Settings
 from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
 from tenant_operator.infra.listing import LISTED, SELECTOR, ListedKube
-from tenant_operator.reconcile.converge import Outcome
+from tenant_operator.reconcile.context import Outcome
 from tenant_operator.runtime import controller as controller_module
 from tenant_operator.runtime.controller import Controller
 
@@ -138,7 +138,7 @@ def test_list_pages_follows_continue_tokens():
 # --- which reconciles use a listing ------------------------------------------------------
 
 def at_rest(name: str, generation: int = 1, **status) -> dict:
-    return {"metadata": {"name": name, "generation": generation},
+    return {"metadata": {"name": name, "generation": generation}, "spec": {"plan": "free"},
             "status": {"observedGeneration": 1, "tier": "shared", **status}}
 
 
@@ -157,7 +157,7 @@ def recording(monkeypatch):
     reconciled: dict[str, str] = {}
 
     def reconcile(ctx, tenant):
-        reconciled[tenant["metadata"]["name"]] = "listed" if isinstance(ctx.kube, ListedKube) else "live"
+        reconciled[tenant.name] = "listed" if isinstance(ctx.kube, ListedKube) else "live"
         return Outcome()
 
     monkeypatch.setattr(controller_module, "reconcile", reconcile)
@@ -168,8 +168,9 @@ def recording(monkeypatch):
 def test_tenants_at_rest_first_seen_are_examined_from_a_listing_others_live(recording):
     one = Controller.create(kube=None, settings=Settings(database_url="postgresql://x@y/z", resync_seconds=3600))
     one.tenant_seen("ADDED", at_rest("calm"))
-    one.tenant_seen("ADDED", {"metadata": {"name": "new", "generation": 1}})  # never reconciled
-    one.tenant_seen("ADDED", at_rest("moving", migration={"to": "isolated"}))
+    one.tenant_seen("ADDED", {"metadata": {"name": "new", "generation": 1}, "spec": {"plan": "free"}})  # never reconciled
+    one.tenant_seen("ADDED", at_rest("moving", migration={"from": "shared", "to": "isolated", "step": "copy",
+                                                          "started": "2030-01-01T00:00:00Z"}))
     one.tenant_seen("ADDED", at_rest("edited", generation=2))
     one.tenant_seen("ADDED", {**at_rest("leaving"), "metadata": {"name": "leaving", "generation": 1,
                                                                   "deletionTimestamp": "2030-01-01T00:00:00Z"}})

@@ -15,6 +15,7 @@ import uuid
 
 from tenant_operator.api.conditions import now
 from tenant_operator.api.names import API_VERSION
+from tenant_operator.api.tenant import Tenant
 from tenant_operator.infra.kube import Kube
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ class Recorder:
     def __init__(self, kube: Kube):
         self.kube = kube
 
-    def post(self, tenant_body: dict, reason: str, message: str, warning: bool = False) -> None:
-        self._send(event(tenant_body, reason, message, warning))
+    def post(self, tenant: Tenant, reason: str, message: str, warning: bool = False) -> None:
+        self._send(event(tenant, reason, message, warning))
 
     def flush(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for events not yet posted."""
@@ -53,8 +54,8 @@ class BackgroundRecorder(Recorder):
         self._queue: queue.Queue[dict] = queue.Queue(maxsize=BACKLOG)
         threading.Thread(target=self._run, name="events", daemon=True).start()
 
-    def post(self, tenant_body: dict, reason: str, message: str, warning: bool = False) -> None:
-        body = event(tenant_body, reason, message, warning)
+    def post(self, tenant: Tenant, reason: str, message: str, warning: bool = False) -> None:
+        body = event(tenant, reason, message, warning)
         try:
             self._queue.put_nowait(body)
         except queue.Full:
@@ -74,15 +75,14 @@ class BackgroundRecorder(Recorder):
                 self._queue.task_done()
 
 
-def event(tenant_body: dict, reason: str, message: str, warning: bool = False) -> dict:
-    meta = tenant_body["metadata"]
+def event(tenant: Tenant, reason: str, message: str, warning: bool = False) -> dict:
     timestamp = now()
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": EVENTS_NAMESPACE},
-        "involvedObject": {"apiVersion": API_VERSION, "kind": "Tenant", "name": meta["name"],
-                           "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+        "metadata": {"name": f"{tenant.name}.{uuid.uuid4().hex[:12]}", "namespace": EVENTS_NAMESPACE},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": "Tenant", "name": tenant.name,
+                           "uid": tenant.uid, "resourceVersion": tenant.resource_version},
         "reason": reason,
         "message": message[:1024],
         "type": "Warning" if warning else "Normal",

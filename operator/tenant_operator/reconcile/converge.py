@@ -1,5 +1,7 @@
-"""One reconcile of one tenant: observe, compute desired, diff, act, report.
+"""Converge: every part of a tenant brought to its desired state on one tier.
 
+Namespace and isolation first, then the quota, then (only once the quota bounds
+what they can do) the owners' access and the data, then the tier's workloads.
 Synchronous on purpose: it runs in a worker thread, with the official client and
 psycopg both blocking. Safe to run any number of times; when nothing differs
 from the desired state it makes no write at all, to Kubernetes or PostgreSQL.
@@ -7,12 +9,10 @@ from the desired state it makes no write at all, to Kubernetes or PostgreSQL.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
+import json
 import logging
-import threading
-import time
 from typing import Callable
 
 from kubernetes.client.exceptions import ApiException
@@ -21,14 +21,14 @@ from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
 from tenant_operator.api.plan import TenantPlan
-from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access as access_
-from tenant_operator.infra import events, metrics, postgres
-from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
-from tenant_operator.reconcile import migration
+from tenant_operator.infra import metrics, postgres
+from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
+from tenant_operator.reconcile.context import Context, Outcome
+from tenant_operator.reconcile.state import annotation, available, secret_password
 
 log = logging.getLogger(__name__)
 
@@ -37,91 +37,16 @@ log = logging.getLogger(__name__)
 WAIT_FOR_WORKLOADS = 15.0
 
 
-class Recent:
-    """A value read from the API server and shared by every reconcile for a few seconds.
-
-    Every shared tenant's WorkloadsReady depends on the one shared Deployment: a
-    thousand reconciles in a resync need not read it a thousand times.
-    """
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self._lock = threading.Lock()
-        self._value: tuple[float, object] | None = None
-
-    def get(self, load: Callable[[], object]) -> object:
-        with self._lock:
-            if self._value and time.monotonic() - self._value[0] < self.seconds:
-                return self._value[1]
-        value = load()
-        with self._lock:
-            self._value = (time.monotonic(), value)
-        return value
-
-    def forget(self) -> None:
-        """The value changed (a watch said so): the next get() loads it again."""
-        with self._lock:
-            self._value = None
-
-
 @dataclasses.dataclass(frozen=True)
-class Context:
-    kube: Kube
-    settings: Settings
-    plan_body: Callable[[str], dict | None]
-    """Looks a TenantPlan up in the operator's cache (no request per reconcile)."""
-    shared_workload: Recent = dataclasses.field(default_factory=lambda: Recent(5.0))
-    events: events.Recorder | None = None
-    """Where events go; posted synchronously unless the operator gives its background recorder."""
-    leading: Callable[[], bool] = lambda: True
-    """Whether this replica may act now (leader election); asked again before every step of a move."""
-    access: access_.Access | None = None
-    """The ClusterRoles the operator holds in the namespaces it manages (None: it holds its rights cluster-wide)."""
-
-    def __post_init__(self):
-        if self.events is None:
-            object.__setattr__(self, "events", events.Recorder(self.kube))
+class Converged:
+    parts: list[Condition]
+    """NamespaceReady, QuotaReady, DatabaseReady, WorkloadsReady; or the one refusal."""
+    outcome: Outcome
+    refused: bool = False
+    """The spec cannot be rendered on that tier: nothing was applied, `parts` says why."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    requeue_after: float | None = None
-    failed: bool = False
-    """Something went wrong that may pass: retry with backoff."""
-    waiting: bool = False
-    """Waiting for something that will come (workloads rolling out): look again soon, then less often."""
-
-
-class Superseded(Exception):
-    """A status write fenced by resourceVersion met a newer Tenant: this view of it is stale."""
-
-
-def reconcile(ctx: Context, body: dict) -> Outcome:
-    tenant = Tenant.from_body(body)
-    if body["metadata"].get("deletionTimestamp"):
-        from tenant_operator.reconcile.deletion import finalize
-
-        return finalize(ctx, body, tenant)
-    _ensure_finalizer(ctx.kube, body)
-    status = body.get("status") or {}
-    tier = status.get("tier") or render.value(tenant.spec.tier)
-
-    plan, problem = _plan_for(ctx, tenant)
-    if problem:
-        _report(ctx, body, [problem], phase="Failed" if problem.reason != "PlanNotFound" else "Pending", tier=None)
-        return Outcome(requeue_after=None if problem.reason == "TierNotAllowed" else 30.0)
-
-    if migration.wanted(body, tenant):
-        return migration.advance(ctx, body, tenant, plan)
-    parts, outcome = converge(ctx, body, tenant, plan, tier)
-    if parts is None:
-        return outcome
-    _report(ctx, body, [*parts, summary(parts, tenant, tier)], phase=phase(parts, tenant, tier, status), tier=tier)
-    return outcome
-
-
-def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None,
-             ) -> tuple[list[Condition] | None, Outcome]:
+def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None) -> Converged:
     """Bring every part of the tenant to its desired state on `tier`; the parts' conditions.
 
     A tenant never reconciled before is applied without reading first (nothing to
@@ -129,10 +54,9 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
     that are no longer wanted are looked for only when the spec changed since the
     last reconcile, or when the caller (a migration) says so.
     """
-    status = body.get("status") or {}
-    fresh = "observedGeneration" not in status
+    fresh = not tenant.reconciled
     if prune is None:
-        prune = not fresh and status.get("observedGeneration") != body["metadata"].get("generation")
+        prune = not fresh and tenant.status.observed_generation != tenant.generation
     apply = functools.partial(_apply_all, ctx.kube, compare=not fresh)
     try:
         objects = render.tenant_objects(tenant, plan, ctx.settings, tier)
@@ -141,10 +65,7 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
             problem = Condition(error.condition_type, False, error.reason, str(error))
         else:
             problem = Condition(cond.WORKLOADS_READY, False, "TemplateError", str(error))
-        # Nothing was provisioned on `tier`: status keeps the tier the tenant really lives on (if any),
-        # so that a later change of spec.tier is a fresh start, not a migration from nowhere.
-        _report(ctx, body, [problem, cond.summary([problem])], phase="Failed", tier=status.get("tier"))
-        return None, Outcome(requeue_after=None)
+        return Converged([problem], Outcome(requeue_after=None), refused=True)
 
     namespace = _step(cond.NAMESPACE_READY, "NamespaceReady",
                       f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
@@ -158,7 +79,7 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
         namespace = _step(cond.NAMESPACE_READY, "NamespaceReady", namespace.message,
                           lambda: apply(objects["access"], _prunable_access(tenant) if prune else []))
     parts = [namespace, quota]
-    database = _database_step(ctx, body, tenant, tier, fresh) if namespace.ok and quota.ok else Condition(
+    database = _database_step(ctx, tenant, tier, fresh) if namespace.ok and quota.ok else Condition(
         cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first")
     parts.append(database)
     if database.ok:
@@ -168,12 +89,12 @@ def converge(ctx: Context, body: dict, tenant: Tenant, plan: TenantPlan, tier: s
     parts.append(workloads)
 
     if any(p.ok is False and p.reason.endswith(("Failed", "Unavailable")) for p in parts):
-        return parts, Outcome(failed=True)
+        return Converged(parts, Outcome(failed=True))
     if any(p.reason == "AccessPending" for p in parts):
-        return parts, Outcome(failed=True)
+        return Converged(parts, Outcome(failed=True))
     if workloads.ok is not True:
-        return parts, Outcome(requeue_after=WAIT_FOR_WORKLOADS, waiting=True)
-    return parts, Outcome()
+        return Converged(parts, Outcome(requeue_after=WAIT_FOR_WORKLOADS, waiting=True))
+    return Converged(parts, Outcome())
 
 
 def _namespace(ctx: Context, manifests: list[dict], apply: Callable, fresh: bool) -> None:
@@ -187,7 +108,7 @@ def _namespace(ctx: Context, manifests: list[dict], apply: Callable, fresh: bool
         raise
 
 
-def _plan_for(ctx: Context, tenant: Tenant) -> tuple[TenantPlan | None, Condition | None]:
+def plan_for(ctx: Context, tenant: Tenant) -> tuple[TenantPlan | None, Condition | None]:
     plan_body = ctx.plan_body(tenant.spec.plan)
     if plan_body is None:
         return None, Condition(cond.READY, False, "PlanNotFound",
@@ -212,8 +133,6 @@ def _step(type_: str, reason: str, message: str, action: Callable[[], None]) -> 
 
 
 def _api_error_message(error: ApiException) -> str:
-    import json
-
     try:
         return json.loads(error.body).get("message", str(error.reason))
     except (TypeError, ValueError):
@@ -248,22 +167,22 @@ def _prunable_quota(desired: list[dict], tenant: Tenant) -> list[ObjectRef]:
     return [ObjectRef(KINDS[("v1", "LimitRange")], render.LIMITS_NAME, names.tenant_namespace(tenant.name))]
 
 
-def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str, fresh: bool = False) -> Condition:
+def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False) -> Condition:
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME, names.tenant_namespace(tenant.name))
     try:
         # A tenant never reconciled has no Secret of ours yet; if one was left behind, the
         # role gets the new password and the Secret is overwritten with it, consistently.
         secret = None if fresh else ctx.kube.read(secret_ref)
-        password = _secret_password(secret)
-        rotation = _annotation(body, names.ROTATE_PASSWORD_ANNOTATION)
-        rotating = bool(secret and rotation and rotation != _annotation(secret, names.ROTATE_PASSWORD_ANNOTATION))
+        password = secret_password(secret)
+        rotation = tenant.annotations.get(names.ROTATE_PASSWORD_ANNOTATION)
+        rotating = bool(secret and rotation and rotation != annotation(secret, names.ROTATE_PASSWORD_ANNOTATION))
         if rotating:
             password = None  # a new password, set on the role and written to the Secret together
         result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended)
         if result.changed and not fresh:  # a new tenant's Ready event tells the same
             where = f"{placement.database}/{placement.schema}"
-            ctx.events.post(body, "DatabaseProvisioned",
+            ctx.events.post(tenant, "DatabaseProvisioned",
                             f"{placement.tier} tier: {'; '.join(result.actions)} ({where})")
         host, port = ctx.settings.tenant_endpoint()
         desired = render.database_secret(tenant, host, port, placement.database, placement.schema,
@@ -271,7 +190,7 @@ def _database_step(ctx: Context, body: dict, tenant: Tenant, tier: str, fresh: b
         if needs_apply(desired, secret):
             ctx.kube.apply(desired)
         if rotating:
-            ctx.events.post(body, "PasswordRotated", f"new password for role {placement.role}")
+            ctx.events.post(tenant, "PasswordRotated", f"new password for role {placement.role}")
         _ensure_route(ctx, tenant, tier, placement, known_absent=fresh)
     except postgres.DatabaseUnavailable as error:
         return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error))
@@ -312,13 +231,8 @@ def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str 
     return ensured
 
 
-def _annotation(body: dict | None, key: str) -> str | None:
-    return (((body or {}).get("metadata") or {}).get("annotations") or {}).get(key)
 
 
-def _secret_password(secret: dict | None) -> str | None:
-    encoded = ((secret or {}).get("data") or {}).get("password")
-    return base64.b64decode(encoded).decode() if encoded else None
 
 
 def _ensure_route(ctx: Context, tenant: Tenant, tier: str, placement: postgres.DataPlacement,
@@ -357,16 +271,6 @@ def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]
     return Condition(cond.WORKLOADS_READY, True, "WorkloadsAvailable", where)
 
 
-def available(deployment: dict | None) -> bool:
-    """A Deployment that has rolled out its current spec and serves (or is scaled to zero)."""
-    if not deployment:
-        return False
-    spec, status = deployment.get("spec", {}), deployment.get("status", {})
-    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
-        return False
-    if spec.get("replicas", 1) == 0:
-        return True
-    return any(c.get("type") == "Available" and c.get("status") == "True" for c in status.get("conditions", []))
 
 
 def _prune_isolated_workloads(kube: Kube, tenant: Tenant) -> None:
@@ -375,78 +279,3 @@ def _prune_isolated_workloads(kube: Kube, tenant: Tenant) -> None:
     for kind in (KINDS[("apps/v1", "Deployment")], KINDS[("v1", "Service")]):
         for item in kube.list(kind, namespace, selector):
             kube.delete(ObjectRef(kind, item["metadata"]["name"], namespace))
-
-
-def summary(parts: list[Condition], tenant: Tenant, tier: str) -> Condition:
-    """Ready, which also needs the tenant to live on the tier its spec asks for."""
-    wanted = render.value(tenant.spec.tier)
-    if all(p.ok for p in parts) and wanted != tier:
-        return Condition(cond.READY, False, "TierMismatch",
-                         f"spec.tier is {wanted} but the tenant lives on {tier}: see condition Migrating")
-    return cond.summary(parts)
-
-
-def phase(parts: list[Condition], tenant: Tenant, tier: str, status: dict | None = None) -> str:
-    if all(p.ok for p in parts) and render.value(tenant.spec.tier) != tier:
-        return "Degraded"
-    if all(p.ok for p in parts):
-        return "Suspended" if tenant.spec.suspended else "Ready"
-    if (status or {}).get("phase") in ("Ready", "Degraded", "Suspended"):
-        return "Degraded"
-    return "Provisioning"
-
-
-def _ensure_finalizer(kube: Kube, body: dict) -> None:
-    finalizers = body["metadata"].get("finalizers") or []
-    if names.FINALIZER not in finalizers:
-        kube.merge_patch(ObjectRef(TENANT, body["metadata"]["name"]),
-                         {"metadata": {"finalizers": [*finalizers, names.FINALIZER],
-                                       "resourceVersion": body["metadata"]["resourceVersion"]}})
-        body["metadata"]["finalizers"] = [*finalizers, names.FINALIZER]
-
-
-def _report(ctx: Context, body: dict, updates: list[Condition], phase: str, tier: str | None,
-            migration_status: dict | None = None, fenced: bool = False) -> None:
-    """Write status only when it differs; post an event per condition that changed.
-
-    The status is applied whole with our field manager, so a field left out (the
-    migration record once a migration ends) is removed from the object. `fenced`
-    (a migration's writes): only over the resourceVersion in `body`, else Superseded.
-    """
-    meta = body["metadata"]
-    current = body.get("status") or {}
-    generation = meta.get("generation", 0)
-    merged = cond.merge(current.get("conditions", []), updates, generation, cond.now())
-    status = {
-        "phase": phase,
-        "namespace": names.tenant_namespace(meta["name"]),
-        "observedGeneration": generation,
-        "conditions": merged,
-    }
-    if tier:
-        placement = postgres.placement(meta["name"], tier, ctx.settings.shared_database)
-        host, port = ctx.settings.tenant_endpoint()
-        status["tier"] = tier
-        status["database"] = {"host": host, "port": port, "database": placement.database,
-                              "schema": placement.schema, "secretName": names.DB_SECRET_NAME}
-    if migration_status:
-        status["migration"] = migration_status
-    metrics.track_tenant(meta["name"], phase, tier, (body.get("spec") or {}).get("plan"))
-    if all(current.get(key) == value for key, value in status.items()) and (
-            "migration" in status or "migration" not in current):
-        return
-    try:
-        written = ctx.kube.apply_status(TENANT, meta["name"], status,
-                                        resource_version=meta.get("resourceVersion") if fenced else None)
-    except ApiException as error:
-        if fenced and error.status == 409:
-            raise Superseded(f"tenant {meta['name']} changed since resourceVersion {meta.get('resourceVersion')}") \
-                from None
-        raise
-    if written and (written.get("metadata") or {}).get("resourceVersion"):
-        meta["resourceVersion"] = written["metadata"]["resourceVersion"]
-    body["status"] = status
-    for changed in cond.transitions(current.get("conditions", []), merged):
-        if changed["type"] == cond.READY or changed["status"] != "True":
-            ctx.events.post(body, changed["reason"], f"{changed['type']}: {changed['message']}",
-                            warning=changed["status"] == "False")

@@ -38,12 +38,16 @@ from kubernetes.client.exceptions import ApiException
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import access, metrics, postgres, snapshot
+from tenant_operator.infra import access, metrics, postgres, snapshot, tierdata
 from tenant_operator.infra.fence import Deposed
 from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 from tenant_operator.infra.tenantlock import LockBusy
 from tenant_operator.reconcile import migration
+from tenant_operator.reconcile.context import Context, Outcome
+from tenant_operator.reconcile.report import write_status
+from tenant_operator.reconcile.state import LOCK_BUSY_RETRY, safe_to_delete, tier_of
 
 log = logging.getLogger(__name__)
 
@@ -61,67 +65,65 @@ class Reclaimed:
     message: str
 
 
-def finalize(ctx, body: dict, tenant):
-    from tenant_operator.reconcile.converge import Outcome
-
-    meta = body["metadata"]
-    if names.FINALIZER not in (meta.get("finalizers") or []):
+def finalize(ctx: Context, tenant: Tenant) -> Outcome:
+    """One pass of the deletion; long because it is the one place mapping each failure to its condition."""
+    if names.FINALIZER not in tenant.finalizers:
         return Outcome()
     policy = render.value(tenant.spec.database.reclaim_policy)
     _remove_route(ctx, tenant.name)
     try:
-        if not migration.safe_to_delete(body.get("status")):
-            step = body["status"]["migration"].get("step", "unknown")
-            _report(ctx, body, "WaitingForMigration",
-                    f"deletion brings the tier migration (step {step}) to a safe point first; nothing was removed yet")
-            migration.settle_for_deletion(ctx, body, tenant)
-        status = body.get("status") or {}
-        tier = status.get("tier") or render.value(tenant.spec.tier)
+        if not safe_to_delete(tenant):
+            step = tenant.status.migration.step if tenant.status.migration else "unknown"
+            tenant = _report(ctx, tenant, "WaitingForMigration",
+                             f"deletion brings the tier migration (step {step}) to a safe point first; "
+                             "nothing was removed yet")
+            tenant = migration.settle_for_deletion(ctx, tenant)
+        tier = tier_of(tenant) or render.value(tenant.spec.tier)
         placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
-        reclaimed = RECLAIM[policy](ctx, body, tenant, placement)
+        tenant, reclaimed = RECLAIM[policy](ctx, tenant, placement)
     except LockBusy as busy:
         log.info("tenant %s: deletion waits: %s", tenant.name, busy)
-        return Outcome(requeue_after=migration.LOCK_BUSY_RETRY)
+        return Outcome(requeue_after=LOCK_BUSY_RETRY)
     except Deposed as deposed:
         log.warning("tenant %s: deletion stops here: %s", tenant.name, deposed)
         return Outcome()
     except postgres.DatabaseUnavailable as error:
         log.warning("tenant %s: cannot reach PostgreSQL to finalize: %s", tenant.name, error)
-        _report(ctx, body, "DatabaseUnavailable",
+        _report(ctx, tenant, "DatabaseUnavailable",
                 f"reclaimPolicy {policy}: {error}; the namespace stays until the data is dealt with, retrying",
                 warning=True)
         return Outcome(failed=True)
     except snapshot.SnapshotFailed as error:
         log.warning("tenant %s: snapshot failed, nothing dropped: %s", tenant.name, error)
-        _report(ctx, body, "SnapshotFailed",
+        _report(ctx, tenant, "SnapshotFailed",
                 f"reclaimPolicy Snapshot: {error}; nothing was dropped, retrying", warning=True)
         return Outcome(failed=True)
     except psycopg.Error as error:
         # e.g. DROP ROLE refused because the role still owns objects somewhere else.
         detail = " ".join(str(error).split())
         log.warning("tenant %s: reclaimPolicy %s failed: %s", tenant.name, policy, detail)
-        _report(ctx, body, "ReclaimFailed", f"reclaimPolicy {policy}: {detail}; retrying", warning=True)
+        _report(ctx, tenant, "ReclaimFailed", f"reclaimPolicy {policy}: {detail}; retrying", warning=True)
         return Outcome(failed=True)
 
     namespace = ObjectRef(KINDS[("v1", "Namespace")], names.tenant_namespace(tenant.name))
     current = ctx.kube.read(namespace)
     if current is not None:
-        _report(ctx, body, reclaimed.reason, f"{reclaimed.message}; namespace {namespace.name} is being deleted")
+        tenant = _report(ctx, tenant, reclaimed.reason, f"{reclaimed.message}; namespace {namespace.name} is being deleted")
         if not current["metadata"].get("deletionTimestamp"):
             if ctx.access is not None:
                 # A namespace made before per-namespace grants (an upgrade) is bound by the grants process.
                 try:
                     access.wait_until_granted(ctx.kube, ctx.access, namespace.name, ctx.access.tenant_role)
                 except access.AccessPending as pending:
-                    _report(ctx, body, "AccessPending", f"{pending}; the namespace stays, retrying", warning=True)
+                    _report(ctx, tenant, "AccessPending", f"{pending}; the namespace stays, retrying", warning=True)
                     return Outcome(failed=True)
             ctx.kube.delete(namespace)
         return Outcome(requeue_after=NAMESPACE_GONE_POLL)
-    told = cond.find((body.get("status") or {}).get("conditions", []), cond.READY) or {}
-    if told.get("reason") != reclaimed.reason:
+    told = tenant.status.condition(cond.READY)
+    if told is None or told.reason != reclaimed.reason:
         # The namespace was gone already (never made, or removed by hand): the event still tells where the data is.
-        _report(ctx, body, reclaimed.reason, reclaimed.message)
-    return _remove_finalizer(ctx, meta)
+        tenant = _report(ctx, tenant, reclaimed.reason, reclaimed.message)
+    return _remove_finalizer(ctx, tenant)
 
 
 def where(placement: postgres.DataPlacement) -> str:
@@ -131,10 +133,11 @@ def where(placement: postgres.DataPlacement) -> str:
     return f"schema {placement.schema} in database {placement.database}"
 
 
-def _retain(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Reclaimed:
+def _retain(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> tuple[Tenant, Reclaimed]:
     dsn = ctx.settings.admin_dsn()
     if not postgres.tenant_data_exists(dsn, placement):
-        return Reclaimed("DataRetained", f"reclaimPolicy Retain: no data to keep ({where(placement)} does not exist)")
+        return tenant, Reclaimed("DataRetained",
+                                 f"reclaimPolicy Retain: no data to keep ({where(placement)} does not exist)")
     try:
         if postgres.set_login(dsn, placement.role, False):
             metrics.count_write("postgres")
@@ -143,25 +146,26 @@ def _retain(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Recla
         role = f"role {placement.role} does not exist"
     message = (f"reclaimPolicy Retain: {where(placement)} kept; {role}; "
                f"a Tenant created again as {tenant.name} adopts it")
-    return Reclaimed("DataRetained", message)
+    return tenant, Reclaimed("DataRetained", message)
 
 
-def _delete(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Reclaimed:
+def _delete(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> tuple[Tenant, Reclaimed]:
     dsn = ctx.settings.admin_dsn()
     dropped = _drop_quarantined_copies(ctx, tenant.name)
     result = postgres.drop_tenant_data(dsn, placement)
     metrics.count_write("postgres", len(result.actions))
     if result.changed or dropped:
         log.info("tenant %s: reclaimPolicy Delete: %s", tenant.name, "; ".join([*result.actions, *dropped]))
-    return Reclaimed("DataDeleted", f"reclaimPolicy Delete: {where(placement)} and role {placement.role} dropped")
+    return tenant, Reclaimed("DataDeleted",
+                             f"reclaimPolicy Delete: {where(placement)} and role {placement.role} dropped")
 
 
-def _snapshot(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Reclaimed:
+def _snapshot(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> tuple[Tenant, Reclaimed]:
     dsn = ctx.settings.admin_dsn()
     if postgres.tenant_data_exists(dsn, placement):
-        previous = cond.find((body.get("status") or {}).get("conditions", []), cond.READY) or {}
-        if previous.get("reason") != "SnapshotFailed":  # while retrying, the failure stays in view
-            _report(ctx, body, "SnapshotInProgress", f"reclaimPolicy Snapshot: dumping {where(placement)} to "
+        previous = tenant.status.condition(cond.READY)
+        if previous is None or previous.reason != "SnapshotFailed":  # while retrying, the failure stays in view
+            tenant = _report(ctx, tenant, "SnapshotInProgress", f"reclaimPolicy Snapshot: dumping {where(placement)} to "
                                                      f"{ctx.settings.snapshot_dir}; logins blocked")
         try:
             if postgres.set_login(dsn, placement.role, False):  # nothing changes under the dump
@@ -175,18 +179,18 @@ def _snapshot(ctx, body: dict, tenant, placement: postgres.DataPlacement) -> Rec
                  taken.tables, taken.describe())
     else:
         # Dumped and dropped in an earlier pass (the operator may have died before the namespace went).
-        taken = snapshot.latest_snapshot(ctx.settings.snapshot_dir, tenant.name, _deletion_time(body))
-    _delete(ctx, body, tenant, placement)
+        taken = snapshot.latest_snapshot(ctx.settings.snapshot_dir, tenant.name, _deletion_time(tenant))
+    _delete(ctx, tenant, placement)
     if taken is None:
-        return Reclaimed("DataDeleted", f"reclaimPolicy Snapshot: nothing to dump ({where(placement)} does not "
+        return tenant, Reclaimed("DataDeleted", f"reclaimPolicy Snapshot: nothing to dump ({where(placement)} does not "
                                         f"exist); role {placement.role} dropped")
-    return Reclaimed("SnapshotTaken", f"reclaimPolicy Snapshot: {where(placement)} dumped to {taken.describe()}; "
+    return tenant, Reclaimed("SnapshotTaken", f"reclaimPolicy Snapshot: {where(placement)} dumped to {taken.describe()}; "
                                       f"then dropped with role {placement.role}")
 
 
-def _deletion_time(body: dict) -> datetime.datetime | None:
+def _deletion_time(tenant: Tenant) -> datetime.datetime | None:
     """When the deletion began, less a margin for the API server's clock running ahead of ours."""
-    stamp = body["metadata"].get("deletionTimestamp")
+    stamp = tenant.deletion_timestamp
     if not stamp:
         return None
     began = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
@@ -196,11 +200,9 @@ def _deletion_time(body: dict) -> datetime.datetime | None:
 RECLAIM = {"Retain": _retain, "Delete": _delete, "Snapshot": _snapshot}
 
 
-def _drop_quarantined_copies(ctx, tenant_name: str) -> list[str]:
+def _drop_quarantined_copies(ctx: Context, tenant_name: str) -> list[str]:
     """Copies a finished tier migration keeps for a while: the tenant's data too, and owned by its
     role (DROP ROLE would refuse while they exist)."""
-    from tenant_operator.infra import tierdata
-
     dsn, shared = ctx.settings.admin_dsn(), ctx.settings.shared_database
     dropped = []
     for kind, name in tierdata.expired_quarantines(dsn, shared, names.sql_name(tenant_name), retention=0):
@@ -210,47 +212,41 @@ def _drop_quarantined_copies(ctx, tenant_name: str) -> list[str]:
     return dropped
 
 
-def _remove_route(ctx, tenant_name: str) -> None:
+def _remove_route(ctx: Context, tenant_name: str) -> None:
     routes = render.routes_ref(ctx.settings)
     if tenant_name in ((ctx.kube.read(routes) or {}).get("data") or {}):
         ctx.kube.merge_patch(routes, {"data": {tenant_name: None}})
 
 
-def _remove_finalizer(ctx, meta: dict):
-    from tenant_operator.reconcile.converge import Outcome
-
-    finalizers = [f for f in meta.get("finalizers", []) if f != names.FINALIZER]
+def _remove_finalizer(ctx: Context, tenant: Tenant) -> Outcome:
+    finalizers = [f for f in tenant.finalizers if f != names.FINALIZER]
     try:
-        ctx.kube.merge_patch(ObjectRef(TENANT, meta["name"]),
-                             {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}})
+        ctx.kube.merge_patch(ObjectRef(TENANT, tenant.name),
+                             {"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version}})
     except ApiException as error:
         if error.status not in (404, 409):
             raise
         return Outcome(requeue_after=0.5 if error.status == 409 else None)
-    log.info("tenant %s: deleted", meta["name"])
+    log.info("tenant %s: deleted", tenant.name)
     return Outcome()
 
 
-def _report(ctx, body: dict, reason: str, message: str, warning: bool = False) -> None:
+def _report(ctx: Context, tenant: Tenant, reason: str, message: str, warning: bool = False) -> Tenant:
     """Phase Deleting and the Ready condition; written, and told in an event, only when they change.
 
-    The status is applied whole (what the API server returned, with phase and
+    The status is applied whole (as the API server has it, with phase and
     conditions replaced) under the operator's field manager, as reconcile does,
     so no field the operator owns, such as status.migration, is dropped.
     """
-    meta = body["metadata"]
-    current = body.get("status") or {}
-    generation = meta.get("generation", 0)
-    before = cond.find(current.get("conditions", []), cond.READY) or {}
+    current = tenant.status_json()
+    before = tenant.status.condition(cond.READY)
     update = Condition(cond.READY, False, reason, message)
-    merged = cond.merge(current.get("conditions", []), [update], generation, cond.now())
-    status = {**current, "phase": DELETING, "observedGeneration": generation, "conditions": merged}
-    metrics.track_tenant(meta["name"], DELETING, current.get("tier"), (body.get("spec") or {}).get("plan"))
+    merged = cond.merge(current.get("conditions", []), [update], tenant.generation, cond.now())
+    status = {**current, "phase": DELETING, "observedGeneration": tenant.generation, "conditions": merged}
+    metrics.track_tenant(tenant.name, DELETING, tier_of(tenant), tenant.spec.plan)
     if status == current:
-        return
-    updated = ctx.kube.apply_status(TENANT, meta["name"], status)
-    body["status"] = status
-    if updated and updated.get("metadata", {}).get("resourceVersion"):
-        meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
-    if (before.get("reason"), before.get("message")) != (reason, message):
-        ctx.events.post(body, reason, message, warning=warning or reason in FAILURE_REASONS)
+        return tenant
+    written = write_status(ctx, tenant, status)
+    if before is None or (before.reason, before.message) != (reason, message):
+        ctx.events.post(written, reason, message, warning=warning or reason in FAILURE_REASONS)
+    return written

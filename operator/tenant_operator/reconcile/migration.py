@@ -38,20 +38,20 @@ import psycopg
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import faults, metrics, postgres, tierdata
 from tenant_operator.infra.fence import Authority, Deposed
 from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 from tenant_operator.infra.tenantlock import LockBusy, TenantLock
+from tenant_operator.reconcile.context import Context, Outcome
+from tenant_operator.reconcile.converge import Converged, converge
+from tenant_operator.reconcile.report import Superseded, phase, report, summary
+from tenant_operator.reconcile.state import (LOCK_BUSY_RETRY, ROLLBACK_STEPS, STEPS, migration_wanted,
+                                             secret_password)
 
 log = logging.getLogger(__name__)
-
-STEPS = ("prepare", "freeze", "copy", "verify", "switch", "retire")
-ROLLBACK_STEPS = ("prepare", "freeze", "copy", "verify")
-ROLLED_BACK_REASONS = ("VerificationFailed", "TargetNotEmpty", "CopyFailed", "MigrationFailed")
-# Another process holds the tenant's lock (and may not be displaced): look again this much later.
-LOCK_BUSY_RETRY = 2.0
 
 
 class VerificationFailed(Exception):
@@ -70,29 +70,6 @@ class _Stop(Exception):
         self.reason = reason
 
 
-def in_progress(status: dict | None) -> bool:
-    return bool((status or {}).get("migration"))
-
-
-def safe_to_delete(status: dict | None) -> bool:
-    """Deletion waits while a migration runs: it may hold data in two places."""
-    return not in_progress(status)
-
-
-def wanted(body: dict, tenant) -> bool:
-    """A migration runs, or should start: the tenant lives on another tier than its spec asks."""
-    status = body.get("status") or {}
-    if status.get("migration"):
-        return True
-    current, desired = status.get("tier"), render.value(tenant.spec.tier)
-    if not current or current == desired:
-        return False
-    # A rolled-back migration is not retried for the same spec: a person looks first.
-    last = cond.find(status.get("conditions", []), cond.MIGRATING)
-    return not (last and last["reason"] in ROLLED_BACK_REASONS
-                and last.get("observedGeneration") == body["metadata"].get("generation"))
-
-
 def _timestamp() -> str:
     return cond.now()
 
@@ -103,7 +80,7 @@ def _epoch(timestamp: str) -> float:
 
 
 @contextlib.contextmanager
-def authority_over(ctx, tenant_name: str) -> Iterator[Authority]:
+def authority_over(ctx: Context, tenant_name: str) -> Iterator[Authority]:
     """The tenant's lock, taken (from a deposed holder too, when we lead) for the block."""
     lock = TenantLock(ctx.settings.admin_dsn(), tenant_name)
     lock.acquire(may_break=ctx.leading())
@@ -111,12 +88,10 @@ def authority_over(ctx, tenant_name: str) -> Iterator[Authority]:
         yield Authority(ctx.leading, lock)
 
 
-def advance(ctx, body: dict, tenant, plan):
-    from tenant_operator.reconcile.converge import Outcome, Superseded
-
+def advance(ctx: Context, tenant: Tenant, plan: TenantPlan) -> Outcome:
     try:
         with authority_over(ctx, tenant.name) as authority:
-            return _advance(ctx, authority, body, tenant, plan)
+            return _advance(ctx, authority, tenant, plan)
     except LockBusy as busy:
         log.info("tenant %s: migration waits: %s", tenant.name, busy)
         return Outcome(requeue_after=LOCK_BUSY_RETRY)
@@ -131,23 +106,22 @@ def advance(ctx, body: dict, tenant, plan):
         return Outcome(failed=True)
 
 
-def _advance(ctx, authority: Authority, body: dict, tenant, plan):
-    from tenant_operator.reconcile.converge import Outcome
-
-    if not _reload(ctx, body, None):
+def _advance(ctx: Context, authority: Authority, tenant: Tenant, plan: TenantPlan) -> Outcome:
+    fresh = _reload(ctx, tenant, None)
+    if fresh is None:
         return Outcome()
-    status = body.get("status") or {}
-    record = dict(status.get("migration") or {})
+    tenant = fresh
+    record = tenant.migration_record()
+    on_server = record.get("step")
     if not record:
-        if not wanted(body, tenant):
+        if not migration_wanted(tenant):
             return Outcome(requeue_after=0.0)  # the cached Tenant was stale: reconcile it as it is now
-        record = {"from": status["tier"], "to": render.value(tenant.spec.tier), "step": "prepare",
+        record = {"from": render.value(tenant.status.tier), "to": render.value(tenant.spec.tier), "step": "prepare",
                   "started": _timestamp(), "tables": [], "rowsCopied": 0}
-        ctx.events.post(body, "MigrationStarted", f"moving from {record['from']} to {record['to']}")
+        ctx.events.post(tenant, "MigrationStarted", f"moving from {record['from']} to {record['to']}")
     source = postgres.placement(tenant.name, record["from"], ctx.settings.shared_database)
     target = postgres.placement(tenant.name, record["to"], ctx.settings.shared_database)
-    move = _Move(ctx, authority, body, tenant, plan, record, source, target,
-                 on_server=(status.get("migration") or {}).get("step"))
+    move = _Move(ctx, authority, tenant, plan, record, source, target, on_server=on_server)
     try:
         return move.run()
     except _Stop as stop:
@@ -160,17 +134,20 @@ def _advance(ctx, authority: Authority, body: dict, tenant, plan):
 class _Move:
     """One pass of a migration by the process holding the tenant's authority."""
 
-    def __init__(self, ctx, authority: Authority, body: dict, tenant, plan, record: dict, source, target,
-                 on_server: str | None):
-        self.ctx, self.authority, self.body, self.tenant, self.plan = ctx, authority, body, tenant, plan
+    def __init__(self, ctx: Context, authority: Authority, tenant: Tenant, plan: TenantPlan, record: dict,
+                 source: postgres.DataPlacement, target: postgres.DataPlacement, on_server: str | None):
+        self.ctx, self.authority, self.tenant, self.plan = ctx, authority, tenant, plan
         self.record, self.source, self.target = record, source, target
         self.admin = ctx.settings.admin_dsn()
-        self.on_server = (record["started"], on_server) if on_server else (None, None)
+        self.on_server: tuple[str | None, str | None] = (record["started"], on_server) if on_server else (None, None)
         """(started, step) of the record as this process last saw or wrote it on the Tenant."""
 
-    def run(self):
-        from tenant_operator.reconcile.converge import Outcome
+    def run(self) -> Outcome:
+        """Every step from the recorded one on; a failure before the switch rolls back.
 
+        Long for a reason: the one place that maps each way a step can fail to what
+        happens next (wait, retry, roll back), which reads best in one piece.
+        """
         record, name = self.record, self.tenant.name
         for step in STEPS[STEPS.index(record["step"]):]:
             self._look_again(before=f"step {step}")
@@ -207,20 +184,18 @@ class _Move:
     def _look_again(self, before: str) -> None:
         """Read the Tenant again; stop for a deletion or a flip-back; prove we may still act."""
         self.authority.check(before)
-        if not _reload(self.ctx, self.body, self.on_server):
+        fresh = _reload(self.ctx, self.tenant, self.on_server)
+        if fresh is None:
             raise Deposed("the Tenant is gone")
-        self.tenant = Tenant.from_body(self.body)
-        spec_tier = ((self.body.get("spec") or {}).get("tier"))
+        self.tenant = fresh
         before_switch = self.record["step"] in ROLLBACK_STEPS
-        if self.body["metadata"].get("deletionTimestamp"):
+        if self.tenant.deleting:
             raise _Stop("Deleting", f"the Tenant is being deleted during step {self.record['step']}")
-        if before_switch and spec_tier == self.record["from"]:
+        if before_switch and render.value(self.tenant.spec.tier) == self.record["from"]:
             raise _Stop("MigrationCancelled", f"spec.tier set back to {self.record['from']} before the switch")
         self.authority.check(before)
 
     def checkpoint(self, message: str) -> None:
-        from tenant_operator.reconcile.converge import _report
-
         self.authority.check("write the migration's progress")
         record = self.record
         record["message"] = message[:1024]
@@ -228,8 +203,8 @@ class _Move:
                               f"{record['from']} -> {record['to']}: {message}")
         tier = record["to"] if STEPS.index(record["step"]) >= STEPS.index("switch") else record["from"]
         ready = Condition(cond.READY, False, "Migrating", f"moving to the {record['to']} tier")
-        _report(self.ctx, self.body, [migrating, ready], phase="Migrating", tier=tier,
-                migration_status=dict(record), fenced=True)
+        self.tenant = report(self.ctx, self.tenant, [migrating, ready], phase="Migrating", tier=tier,
+                             migration_status=dict(record), fenced=True)
         self.on_server = (record["started"], record["step"])
 
     # --- the steps -------------------------------------------------------------------------------
@@ -239,7 +214,7 @@ class _Move:
         faults.reached("step:prepare")
         if actions:
             self.authority.check("tell what was prepared")
-            self.ctx.events.post(self.body, "MigrationTargetPrepared", "; ".join(actions))
+            self.ctx.events.post(self.tenant, "MigrationTargetPrepared", "; ".join(actions))
 
     def _freeze(self) -> None:
         if not self.record.get("freezeStarted"):
@@ -310,9 +285,9 @@ class _Move:
         tierdata.unmark(self.admin, self.target)
         faults.reached("step:switch")
         self.authority.check("point the tenant at the target")
-        parts, outcome = self._converge(self.target.tier)
-        if parts is None or outcome.failed:
-            broken = [p for p in parts or [] if p.ok is False]
+        converged = self._converge(self.target.tier)
+        if converged.refused or converged.outcome.failed:
+            broken = [p for p in converged.parts if p.ok is False]
             raise postgres.DatabaseUnavailable(broken[0].message if broken else "the target is not ready")
         if not record.get("unfrozen"):
             self.authority.check("let the tenant log in again")
@@ -320,12 +295,12 @@ class _Move:
             record["unfrozen"] = True
             record["freezeSeconds"] = round(time.time() - _epoch(record["freezeStarted"]), 3)
             metrics.MIGRATION_FREEZE.observe(record["freezeSeconds"])
-        if outcome.requeue_after is not None:
+        if converged.outcome.requeue_after is not None:
             raise _Wait("switched; waiting for the workloads of the new tier to become Available")
 
     def _retire(self) -> None:
         if not self.record.get("retired"):
-            self.ctx.events.post(self.body, "SourceQuarantined",
+            self.ctx.events.post(self.tenant, "SourceQuarantined",
                                  f"the {self.source.tier} copy is kept as {self.record['quarantine']} for "
                                  f"{self.ctx.settings.quarantine_retention_seconds:.0f}s, then dropped")
             self.record["retired"] = True
@@ -333,20 +308,16 @@ class _Move:
 
     # --- endings -----------------------------------------------------------------------------------
 
-    def _converge(self, tier: str):
-        from tenant_operator.reconcile.converge import converge
-
-        return converge(self.ctx, self.body, self.tenant, self.plan, tier, prune=True)
+    def _converge(self, tier: str) -> Converged:
+        return converge(self.ctx, self.tenant, self.plan, tier, prune=True)
 
     def _unfreeze(self) -> None:
         """The Secret's password is the role's again (a Secret lost meanwhile was rewritten by converge)."""
-        password = _secret_password(self.ctx, self.tenant.name)
+        password = _tenant_password(self.ctx, self.tenant.name)
         if password is not None:
             postgres.restore_password(self.admin, self.source.role, password, login=not self.tenant.spec.suspended)
 
-    def finish(self):
-        from tenant_operator.reconcile.converge import _report, phase
-
+    def finish(self) -> Outcome:
         record = self.record
         seconds = time.time() - _epoch(record["started"])
         metrics.MIGRATIONS.labels("succeeded").inc()
@@ -354,18 +325,16 @@ class _Move:
         message = (f"moved from {record['from']} to {record['to']} in {seconds:.0f}s; {record['rowsCopied']} rows; "
                    f"writes frozen {record.get('freezeSeconds', 0):.2f}s; source kept as {record.get('quarantine')}")
         self.authority.check("finish the migration")
-        parts, outcome = self._converge(record["to"])
-        parts = parts or []
+        converged = self._converge(record["to"])
+        parts = converged.parts
         done = Condition(cond.MIGRATING, False, "MigrationCompleted", message)
-        _report(self.ctx, self.body, [*parts, cond.summary(parts), done],
-                phase=phase(parts, self.tenant, record["to"]), tier=record["to"], fenced=True)
-        self.ctx.events.post(self.body, "MigrationCompleted", message)
-        return outcome
+        self.tenant = report(self.ctx, self.tenant, [*parts, cond.summary(parts), done],
+                             phase=phase(parts, self.tenant, record["to"]), tier=record["to"], fenced=True)
+        self.ctx.events.post(self.tenant, "MigrationCompleted", message)
+        return converged.outcome
 
-    def roll_back(self, reason: str, message: str):
+    def roll_back(self, reason: str, message: str) -> Outcome:
         """Back to the source: target removed, writes unfrozen, status.tier unchanged."""
-        from tenant_operator.reconcile.converge import _report, phase, summary
-
         record = self.record
         log.warning("tenant %s: migration rolled back (%s): %s", self.tenant.name, reason, message)
         self.authority.check(f"roll back ({reason})")
@@ -374,44 +343,41 @@ class _Move:
             self._unfreeze()
         metrics.MIGRATIONS.labels("rolled_back" if reason != "MigrationCancelled" else "cancelled").inc()
         # Unfreezes: route and workloads as the source tier wants them; the target's workloads go.
-        parts, outcome = self._converge(record["from"])
-        parts = parts or []
+        converged = self._converge(record["from"])
+        parts = converged.parts
         failed = Condition(cond.MIGRATING, False, reason,
                            f"migration to {record['to']} rolled back: {message}; the tenant stays on "
                            f"{record['from']}. Change the Tenant's spec to try again.")
-        _report(self.ctx, self.body, [*parts, summary(parts, self.tenant, record["from"]), failed],
-                phase=phase(parts, self.tenant, record["from"]), tier=record["from"], fenced=True)
-        self.ctx.events.post(self.body, reason, f"migration to {record['to']} rolled back: {message}",
+        self.tenant = report(self.ctx, self.tenant, [*parts, summary(parts, self.tenant, record["from"]), failed],
+                             phase=phase(parts, self.tenant, record["from"]), tier=record["from"], fenced=True)
+        self.ctx.events.post(self.tenant, reason, f"migration to {record['to']} rolled back: {message}",
                              warning=reason != "MigrationCancelled")
-        return outcome
+        return converged.outcome
 
 
-def _reload(ctx, body: dict, expected: tuple[str | None, str | None] | None) -> bool:
-    """Replace `body` with the Tenant as the API server has it now; False when it is gone.
+def _reload(ctx: Context, tenant: Tenant, expected: tuple[str | None, str | None] | None) -> Tenant | None:
+    """The Tenant as the API server has it now; None when it is gone.
 
     `expected`: (started, step) of the migration record as this process last wrote it.
     Another record on the server means another process moved this migration on.
     """
-    fresh = ctx.kube.read(ObjectRef(TENANT, body["metadata"]["name"]))
-    if fresh is None:
-        return False
+    body = ctx.kube.read(ObjectRef(TENANT, tenant.name))
+    if body is None:
+        return None
+    fresh = Tenant.from_body(body)
     if expected is not None:
-        theirs = (fresh.get("status") or {}).get("migration") or {}
-        if (theirs.get("started"), theirs.get("step")) != expected:
-            raise Deposed(f"the migration record changed under this process (step {theirs.get('step')})")
-    body.clear()
-    body.update(fresh)
-    return True
+        theirs = fresh.status.migration
+        if (theirs.started if theirs else None, theirs.step if theirs else None) != expected:
+            raise Deposed(f"the migration record changed under this process (step {theirs.step if theirs else None})")
+    return fresh
 
 
-def _secret_password(ctx, tenant_name: str) -> str | None:
-    from tenant_operator.reconcile.converge import _secret_password as password_of
-
-    return password_of(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
-                                               names.tenant_namespace(tenant_name))))
+def _tenant_password(ctx: Context, tenant_name: str) -> str | None:
+    return secret_password(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
+                                                   names.tenant_namespace(tenant_name))))
 
 
-def settle_for_deletion(ctx, body: dict, tenant) -> None:
+def settle_for_deletion(ctx: Context, tenant: Tenant) -> Tenant:
     """A migrating tenant is being deleted: leave its data in one place, then clear the record.
 
     Before the switch the source is still the tenant's home: the target goes. From
@@ -419,10 +385,9 @@ def settle_for_deletion(ctx, body: dict, tenant) -> None:
     as the switch would. Workloads, Secret and route are not touched; deletion removes
     them. Each part is idempotent; DatabaseUnavailable leaves the record for a retry.
     Raises LockBusy while another process holds the tenant, Deposed when we may not act.
+    The answer is the tenant as written: its tier is where the data stays.
     """
-    from tenant_operator.reconcile.converge import _report
-
-    record = dict(body["status"]["migration"])
+    record = tenant.migration_record()
     source = postgres.placement(tenant.name, record["from"], ctx.settings.shared_database)
     target = postgres.placement(tenant.name, record["to"], ctx.settings.shared_database)
     dsn = ctx.settings.admin_dsn()
@@ -440,6 +405,7 @@ def settle_for_deletion(ctx, body: dict, tenant) -> None:
             metrics.MIGRATIONS.labels("succeeded").inc()
         message = f"the Tenant is being deleted: migration to {record['to']} {message}"
         # Written without the record: the status is applied whole, so status.migration goes.
-        _report(ctx, body, [Condition(cond.MIGRATING, False, "MigrationSettled", message)], phase="Deleting",
-                tier=home, fenced=True)
-    ctx.events.post(body, "MigrationSettled", message)
+        tenant = report(ctx, tenant, [Condition(cond.MIGRATING, False, "MigrationSettled", message)],
+                        phase="Deleting", tier=home, fenced=True)
+    ctx.events.post(tenant, "MigrationSettled", message)
+    return tenant

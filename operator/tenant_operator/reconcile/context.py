@@ -1,0 +1,72 @@
+"""What every phase of a reconcile is given (Context) and what it answers (Outcome).
+
+Sits below the phases and the dispatcher, so that a phase that wants another
+pass says so in its Outcome instead of calling back up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any, Callable
+
+from tenant_operator.api.settings import Settings
+from tenant_operator.infra import access as access_
+from tenant_operator.infra import events
+from tenant_operator.infra.kube import Kube
+
+
+class Recent:
+    """A value read from the API server and shared by every reconcile for a few seconds.
+
+    Every shared tenant's WorkloadsReady depends on the one shared Deployment: a
+    thousand reconciles in a resync need not read it a thousand times.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._value: tuple[float, Any] | None = None
+
+    def get(self, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._value and time.monotonic() - self._value[0] < self.seconds:
+                return self._value[1]
+        value = load()
+        with self._lock:
+            self._value = (time.monotonic(), value)
+        return value
+
+    def forget(self) -> None:
+        """The value changed (a watch said so): the next get() loads it again."""
+        with self._lock:
+            self._value = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    kube: Kube
+    settings: Settings
+    plan_body: Callable[[str], dict | None]
+    """Looks a TenantPlan up in the operator's cache (no request per reconcile)."""
+    shared_workload: Recent = dataclasses.field(default_factory=lambda: Recent(5.0))
+    events: events.Recorder = None  # type: ignore[assignment]  # filled in by __post_init__
+    """Where events go; posted synchronously unless the operator gives its background recorder."""
+    leading: Callable[[], bool] = lambda: True
+    """Whether this replica may act now (leader election); asked again before every step of a move."""
+    access: access_.Access | None = None
+    """The ClusterRoles the operator holds in the namespaces it manages (None: it holds its rights cluster-wide)."""
+
+    def __post_init__(self) -> None:
+        if self.events is None:
+            object.__setattr__(self, "events", events.Recorder(self.kube))
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    requeue_after: float | None = None
+    failed: bool = False
+    """Something went wrong that may pass: retry with backoff."""
+    waiting: bool = False
+    """Waiting for something that will come (workloads rolling out): look again soon, then less often."""

@@ -1,0 +1,55 @@
+"""One reconcile of one tenant: delete, move or converge, chosen here and nowhere else.
+
+The guards in order: being deleted -> finalizer -> plan -> a move wanted ->
+converge and report. The phases below never call back up here; one that wants
+another pass says so in its Outcome.
+"""
+
+from __future__ import annotations
+
+from tenant_operator.api import conditions as cond
+from tenant_operator.api import names
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.desired import render
+from tenant_operator.infra.kube import TENANT, ObjectRef
+from tenant_operator.reconcile import deletion, migration
+from tenant_operator.reconcile.context import Context, Outcome
+from tenant_operator.reconcile.converge import converge, plan_for
+from tenant_operator.reconcile.report import phase, report, summary
+from tenant_operator.reconcile.state import migration_wanted, tier_of
+
+
+def reconcile(ctx: Context, tenant: Tenant) -> Outcome:
+    if tenant.deleting:
+        return deletion.finalize(ctx, tenant)
+    tenant = ensure_finalizer(ctx, tenant)
+    tier = tier_of(tenant) or render.value(tenant.spec.tier)
+
+    plan, problem = plan_for(ctx, tenant)
+    if problem or plan is None:
+        assert problem is not None
+        report(ctx, tenant, [problem], phase="Failed" if problem.reason != "PlanNotFound" else "Pending", tier=None)
+        return Outcome(requeue_after=None if problem.reason == "TierNotAllowed" else 30.0)
+
+    if migration_wanted(tenant):
+        return migration.advance(ctx, tenant, plan)
+    converged = converge(ctx, tenant, plan, tier)
+    if converged.refused:
+        # Nothing was provisioned on `tier`: status keeps the tier the tenant really lives on (if any),
+        # so that a later change of spec.tier is a fresh start, not a migration from nowhere.
+        report(ctx, tenant, [*converged.parts, cond.summary(converged.parts)], phase="Failed",
+               tier=tier_of(tenant))
+        return converged.outcome
+    parts = converged.parts
+    report(ctx, tenant, [*parts, summary(parts, tenant, tier)], phase=phase(parts, tenant, tier), tier=tier)
+    return converged.outcome
+
+
+def ensure_finalizer(ctx: Context, tenant: Tenant) -> Tenant:
+    if names.FINALIZER in tenant.finalizers:
+        return tenant
+    finalizers = (*tenant.finalizers, names.FINALIZER)
+    written = ctx.kube.merge_patch(ObjectRef(TENANT, tenant.name),
+                                   {"metadata": {"finalizers": list(finalizers),
+                                                 "resourceVersion": tenant.resource_version}})
+    return tenant.with_finalizers(finalizers, ((written or {}).get("metadata") or {}).get("resourceVersion"))

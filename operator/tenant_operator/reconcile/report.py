@@ -1,0 +1,92 @@
+"""The tenant's status as the phases report it: written only when it differs, told in events.
+
+The status is applied whole with the operator's field manager, so a field left
+out (the migration record once a migration ends) is removed from the object.
+Each write answers with a new view of the tenant: the resourceVersion the next
+fenced write is made over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from tenant_operator.api import conditions as cond
+from tenant_operator.api import names
+from tenant_operator.api.conditions import Condition
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.desired import render
+from tenant_operator.infra import metrics, postgres
+from tenant_operator.infra.kube import TENANT
+from tenant_operator.reconcile.context import Context
+
+
+class Superseded(Exception):
+    """A status write fenced by resourceVersion met a newer Tenant: this view of it is stale."""
+
+
+def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, tier: str | None,
+           migration_status: dict[str, Any] | None = None, fenced: bool = False) -> Tenant:
+    """Write status only when it differs; post an event per condition that changed.
+
+    `fenced` (a migration's writes): only over the tenant's resourceVersion, else Superseded.
+    """
+    current = tenant.status_json()
+    merged = cond.merge(current.get("conditions", []), updates, tenant.generation, cond.now())
+    status: dict[str, Any] = {
+        "phase": phase,
+        "namespace": names.tenant_namespace(tenant.name),
+        "observedGeneration": tenant.generation,
+        "conditions": merged,
+    }
+    if tier:
+        placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
+        host, port = ctx.settings.tenant_endpoint()
+        status["tier"] = tier
+        status["database"] = {"host": host, "port": port, "database": placement.database,
+                              "schema": placement.schema, "secretName": names.DB_SECRET_NAME}
+    if migration_status:
+        status["migration"] = migration_status
+    metrics.track_tenant(tenant.name, phase, tier, render.value(tenant.spec.plan))
+    if all(current.get(key) == value for key, value in status.items()) and (
+            "migration" in status or "migration" not in current):
+        return tenant
+    written = write_status(ctx, tenant, status, fenced)
+    for changed in cond.transitions(current.get("conditions", []), merged):
+        if changed["type"] == cond.READY or changed["status"] != "True":
+            ctx.events.post(written, changed["reason"], f"{changed['type']}: {changed['message']}",
+                            warning=changed["status"] == "False")
+    return written
+
+
+def write_status(ctx: Context, tenant: Tenant, status: dict[str, Any], fenced: bool = False) -> Tenant:
+    """Apply the whole status; the view after it. `fenced`: only over the tenant's resourceVersion."""
+    try:
+        written = ctx.kube.apply_status(TENANT, tenant.name, status,
+                                        resource_version=tenant.resource_version if fenced else None)
+    except ApiException as error:
+        if fenced and error.status == 409:
+            raise Superseded(f"tenant {tenant.name} changed since resourceVersion {tenant.resource_version}") \
+                from None
+        raise
+    return tenant.with_status(status, ((written or {}).get("metadata") or {}).get("resourceVersion"))
+
+
+def summary(parts: list[Condition], tenant: Tenant, tier: str) -> Condition:
+    """Ready, which also needs the tenant to live on the tier its spec asks for."""
+    wanted = render.value(tenant.spec.tier)
+    if all(p.ok for p in parts) and wanted != tier:
+        return Condition(cond.READY, False, "TierMismatch",
+                         f"spec.tier is {wanted} but the tenant lives on {tier}: see condition Migrating")
+    return cond.summary(parts)
+
+
+def phase(parts: list[Condition], tenant: Tenant, tier: str) -> str:
+    if all(p.ok for p in parts) and render.value(tenant.spec.tier) != tier:
+        return "Degraded"
+    if all(p.ok for p in parts):
+        return "Suspended" if tenant.spec.suspended else "Ready"
+    if render.value(tenant.status.phase) in ("Ready", "Degraded", "Suspended"):
+        return "Degraded"
+    return "Provisioning"
