@@ -23,10 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from tenant_operator.api.kinds import TENANT
 from tenant_operator.dev.cluster import existing_cluster, start_cluster  # noqa: E402
 from tenant_operator.dev.postgres import start_postgres, stop_postgres  # noqa: E402
 from tenant_operator.dev.session import OperatorProcess, install_crds, run_kubectl  # noqa: E402
-from tenant_operator.infra.kube import TENANT, Kube  # noqa: E402
+from tenant_operator.infra.kube import Kube  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

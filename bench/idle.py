@@ -24,8 +24,8 @@ from common import (
     tenant_names,
     wait_all_ready,
 )
+from tenant_operator.api.kinds import TENANT
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import TENANT
 
 
 def _started(operator) -> str:

@@ -13,9 +13,10 @@ import subprocess
 import time
 
 import psycopg
+
 from common import arguments, environment, median, metric, report, wait_all_ready
+from tenant_operator.api.kinds import TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import TENANT, ObjectRef
 
 ROW_BYTES = 1000
 

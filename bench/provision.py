@@ -14,6 +14,7 @@ import concurrent.futures
 import time
 
 import yaml
+
 from common import (
     ROOT,
     Environment,
@@ -28,12 +29,12 @@ from common import (
     tenant_body,
     tenant_names,
 )
+from tenant_operator.api.kinds import ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import postgres
-from tenant_operator.infra.kube import ObjectRef
 
 WORKERS = 4
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from tenant_operator.dev.postgres import PostgresServer, start_postgres, stop_postgres
 
 

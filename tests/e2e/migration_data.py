@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 
 import psycopg
-from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
+
+from tenant_operator.api.kinds import KINDS, ObjectRef
+from tenant_operator.infra.kube import Kube
 
 CUSTOMERS = 500
 ORDERS = 3000

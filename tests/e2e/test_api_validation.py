@@ -15,10 +15,12 @@ import secrets
 import pytest
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+
+from tenant_operator.api.kinds import TENANT, TENANT_PLAN, Kind, ObjectRef
 from tenant_operator.api.names import API_VERSION
 from tenant_operator.api.tenant import TenantSpec
 from tenant_operator.dev.wait import Timeout, wait_for
-from tenant_operator.infra.kube import TENANT, TENANT_PLAN, Kind, Kube, ObjectRef
+from tenant_operator.infra.kube import Kube
 
 NO_SUCH_PLAN = "validation-only"
 QUANTITY_ALLOWED = "must be a non-negative Kubernetes quantity such as 500m, 2 or 1Gi"

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
 from tenant_operator.api.settings import ENV_PREFIX
 from tenant_operator.dev.cluster import (
     REPO_ROOT,

@@ -18,11 +18,13 @@ import subprocess
 import psycopg
 import pytest
 import yaml
+
 from tenant_operator.api import names
+from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.dev.cluster import kubectl
 from tenant_operator.dev.session import run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
+from tenant_operator.infra.kube import Kube
 
 from . import writers as writers_module
 from .conftest import Tenants

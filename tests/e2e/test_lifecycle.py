@@ -13,8 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+
+from tenant_operator.api.kinds import TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import TENANT, ObjectRef
 
 from .conftest import namespaced
 

@@ -7,8 +7,9 @@ import re
 import psycopg
 import psycopg.sql
 import pytest
+
+from tenant_operator.api.kinds import TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import TENANT, ObjectRef
 
 from . import writers as writers_module
 from .conftest import namespaced

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+
+from tenant_operator.api.kinds import TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import TENANT, ObjectRef
 
 from .migration_data import (
     can_write,

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 
 from .migration_data import (
     can_write,

@@ -11,8 +11,9 @@ that no role gained an attribute and none appeared.
 from __future__ import annotations
 
 import psycopg
+
+from tenant_operator.api.kinds import TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import TENANT, ObjectRef
 
 from .migration_data import tenant_secret
 from .test_migration import _move

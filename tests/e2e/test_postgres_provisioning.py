@@ -7,8 +7,9 @@ import secrets
 
 import psycopg
 import pytest
-from tenant_operator.desired import sql
+
 from tenant_operator.dev.ports import free_port
+from tenant_operator.infra import sql
 from tenant_operator.infra.postgres import (
     ISOLATED,
     SHARED,

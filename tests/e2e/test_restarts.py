@@ -16,10 +16,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.dev.cluster import REPO_ROOT, existing_cluster, start_cluster
 from tenant_operator.dev.session import OperatorProcess, install_crds, run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import KINDS, TENANT, Kube, ObjectRef
+from tenant_operator.infra.kube import Kube
 
 from .conftest import Tenants
 

@@ -23,9 +23,10 @@ import psycopg
 import pytest
 from psycopg import sql as q
 from psycopg.conninfo import make_conninfo
+
 from tenant_operator.api import names
+from tenant_operator.api.kinds import TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import TENANT, ObjectRef
 from tenant_operator.infra.postgres import DEFAULT_CONNECTION_LIMIT
 
 from .conftest import RESYNC_SECONDS, Tenants, namespaced

@@ -23,10 +23,12 @@ import psycopg
 import pytest
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
+
 from tenant_operator.api import names
+from tenant_operator.api.kinds import KINDS, TENANT, TENANT_PLAN, ObjectRef
 from tenant_operator.desired import render
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import KINDS, TENANT, TENANT_PLAN, Kube, ObjectRef
+from tenant_operator.infra.kube import Kube
 
 from .conftest import RESYNC_SECONDS, Tenants
 

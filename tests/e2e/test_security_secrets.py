@@ -17,9 +17,10 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+
 from tenant_operator.api import names
+from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 
 from .conftest import RESYNC_SECONDS, Tenants
 

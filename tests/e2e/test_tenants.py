@@ -7,10 +7,11 @@ import re
 
 import psycopg
 import pytest
+
+from tenant_operator.api.kinds import KINDS, TENANT_PLAN, ObjectRef
 from tenant_operator.dev.postgres import restart_postgres, stop_postgres, wait_ready
 from tenant_operator.dev.session import run_kubectl
 from tenant_operator.dev.wait import wait_for
-from tenant_operator.infra.kube import KINDS, TENANT_PLAN, ObjectRef
 
 from .conftest import RESYNC_SECONDS, namespaced
 

@@ -15,6 +15,7 @@ import dataclasses
 import threading
 
 import psycopg
+
 from tenant_operator.dev.wait import wait_for
 from tenant_operator.infra.kube import Kube
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+
 from tenant_operator.api.settings import Settings
 from tenant_operator.infra import access
 from tenant_operator.infra.access import Access, AccessPending

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tenant_operator.api import names
+
+from tenant_operator.api import kinds, names
 from tenant_operator.api.settings import ENV_PREFIX, Settings
-from tenant_operator.infra import kube
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tenant-operator"
@@ -230,8 +230,8 @@ NAMESPACED_IN_TENANTS = ("ResourceQuota", "LimitRange", "Secret", "Service", "De
 NAMESPACED_IN_SHARED = ("ConfigMap", "Service", "Deployment")
 
 
-def _kind(name: str) -> kube.Kind:
-    (found,) = [k for k in kube.KINDS.values() if k.kind == name]
+def _kind(name: str) -> kinds.Kind:
+    (found,) = [k for k in kinds.KINDS.values() if k.kind == name]
     return found
 
 
@@ -240,8 +240,8 @@ def test_cluster_role_covers_every_kind_the_operator_applies(helm):
     cluster, tenant, shared = (_rules(documents, suffix=suffix)
                                for suffix in ("tenant-operator", "-tenant-namespace", "-shared-namespace"))
 
-    for rules, kinds in ((tenant, NAMESPACED_IN_TENANTS), (shared, NAMESPACED_IN_SHARED)):
-        for kind in map(_kind, kinds):
+    for rules, wanted in ((tenant, NAMESPACED_IN_TENANTS), (shared, NAMESPACED_IN_SHARED)):
+        for kind in map(_kind, wanted):
             group = kind.api_version.rpartition("/")[0]
             assert {"get", "create", "patch"} <= _verbs(rules, group, kind.plural), kind.kind
     assert _verbs(cluster, "", "namespaces") == {"get", "list", "watch", "create"}
@@ -265,7 +265,7 @@ def test_cluster_role_is_least_privilege(helm):
         assert not _verbs(rules, "", "serviceaccounts")
         assert not {"escalate", "create", "patch"} & _verbs(rules, "rbac.authorization.k8s.io", "clusterroles")
     # Cluster-wide: nothing namespaced at all, and no binding of any ClusterRole.
-    namespaced = {kind.plural for kind in kube.KINDS.values() if kind.namespaced}
+    namespaced = {kind.plural for kind in kinds.KINDS.values() if kind.namespaced}
     assert not {resource for rule in cluster for resource in rule["resources"]} & namespaced
     assert not [rule for rule in cluster if "bind" in rule["verbs"]]
     assert not _verbs(shared, "", "secrets")

@@ -6,6 +6,7 @@ import copy
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tenant_operator.api import conditions, fields
 from tenant_operator.api.conditions import (
     Condition,

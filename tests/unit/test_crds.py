@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 from pydantic import BaseModel, Field
+
 from tenant_operator.api import crds, names
 from tenant_operator.api.fields import (
     QUANTITY_PATTERN,

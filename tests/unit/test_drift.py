@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant

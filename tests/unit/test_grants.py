@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+
 from tenant_operator.runtime import grants
 from tenant_operator.runtime.grants import Granter, GrantSettings
 

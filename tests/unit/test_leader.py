@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from tenant_operator.runtime.leader import Conflict, LeaderElector, LeaseConfig
 
 

@@ -8,13 +8,13 @@ import types
 from pathlib import Path
 
 import pytest
+
+from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.names import FINALIZER
 from tenant_operator.api.settings import Settings
-from tenant_operator.infra import postgres, snapshot, tierdata
 from tenant_operator.api.tenant import Tenant
-from tenant_operator.infra.kube import KINDS, ObjectRef
-from tenant_operator.reconcile import deletion
-from tenant_operator.reconcile import migration
+from tenant_operator.infra import postgres, snapshot, tierdata
+from tenant_operator.reconcile import deletion, migration
 from tenant_operator.reconcile.context import Context
 
 NAMESPACE = KINDS[("v1", "Namespace")]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
+from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.settings import Settings
-from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
+from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.listing import LISTED, SELECTOR, ListedKube
 from tenant_operator.reconcile.context import Outcome
 from tenant_operator.runtime import controller as controller_module

@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 import pytest
 from pydantic import ValidationError
+
 from tenant_operator.api import fields
 from tenant_operator.api.fields import OwnerKind, Phase, ReclaimPolicy, Tier
 from tenant_operator.api.plan import TenantPlan, TenantPlanSpec

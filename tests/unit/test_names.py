@@ -6,6 +6,7 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tenant_operator.api import names
 from tenant_operator.infra import postgres, tierdata
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
+
 from tenant_operator.api import fields, names
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings

@@ -20,12 +20,13 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
+
 from tenant_operator.api import fields, names
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
-from tenant_operator.desired import render, sql
-from tenant_operator.infra import postgres, tierdata
+from tenant_operator.desired import render
+from tenant_operator.infra import postgres, sql, tierdata
 
 SETTINGS = Settings(database_url="postgresql://postgres:secret@db.example:5432/postgres")
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

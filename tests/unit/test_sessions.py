@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 from psycopg.pq import TransactionStatus
+
 from tenant_operator.infra import sessions
 from tenant_operator.infra.sessions import IdleSessions
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
+
 from tenant_operator.api.settings import ENV_PREFIX, Settings, from_environment
 
 PASSWORD = "hunter2-Very-Secret"

@@ -7,7 +7,8 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tenant_operator.desired import sql
+
+from tenant_operator.infra import sql
 from tenant_operator.infra.postgres import ISOLATED, SHARED, placement
 
 HOSTILE = 'a"; DROP TABLE x; --'

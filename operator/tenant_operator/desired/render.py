@@ -21,8 +21,8 @@ import yaml
 
 from tenant_operator.api import names
 from tenant_operator.api.fields import QUOTA_NAME_MESSAGE, quota_name_allowed
+from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.settings import Settings
-from tenant_operator.infra.kube import KINDS, ObjectRef
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 ROUTES_CONFIGMAP = "tenant-routes"

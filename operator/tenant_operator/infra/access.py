@@ -21,7 +21,8 @@ import time
 
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
+from tenant_operator.api.kinds import KINDS, ObjectRef
+from tenant_operator.infra.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -9,76 +9,17 @@ report (and a test can assert) how many writes it made.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from typing import Any, Iterable, Iterator, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator.api.names import API_VERSION, FIELD_MANAGER
+from tenant_operator.api.kinds import Kind, ObjectRef
+from tenant_operator.api.names import FIELD_MANAGER
 from tenant_operator.infra import metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    def collection_path(self, namespace: str | None = None) -> str:
-        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
-        if self.namespaced and namespace:
-            return f"{base}/namespaces/{quote(namespace)}/{self.plural}"
-        return f"{base}/{self.plural}"
-
-    def path(self, name: str, namespace: str | None = None) -> str:
-        return f"{self.collection_path(namespace)}/{quote(name)}"
-
-
-KINDS: dict[tuple[str, str], Kind] = {
-    (k.api_version, k.kind): k
-    for k in (
-        Kind("v1", "Namespace", "namespaces", False),
-        Kind("v1", "ResourceQuota", "resourcequotas", True),
-        Kind("v1", "LimitRange", "limitranges", True),
-        Kind("v1", "Secret", "secrets", True),
-        Kind("v1", "ConfigMap", "configmaps", True),
-        Kind("v1", "Service", "services", True),
-        Kind("v1", "ServiceAccount", "serviceaccounts", True),
-        Kind("apps/v1", "Deployment", "deployments", True),
-        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
-        Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
-        Kind("coordination.k8s.io/v1", "Lease", "leases", True),
-        Kind(API_VERSION, "Tenant", "tenants", False),
-        Kind(API_VERSION, "TenantPlan", "tenantplans", False),
-    )
-}
-TENANT = KINDS[(API_VERSION, "Tenant")]
-TENANT_PLAN = KINDS[(API_VERSION, "TenantPlan")]
-
-
-def kind_of(manifest: Mapping[str, Any]) -> Kind:
-    return KINDS[(manifest["apiVersion"], manifest["kind"])]
-
-
-@dataclasses.dataclass(frozen=True)
-class ObjectRef:
-    kind: Kind
-    name: str
-    namespace: str | None = None
-
-    @classmethod
-    def of(cls, manifest: Mapping[str, Any]) -> "ObjectRef":
-        meta = manifest["metadata"]
-        return cls(kind_of(manifest), meta["name"], meta.get("namespace"))
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind.kind} {where}{self.name}"
 
 
 def api_client(pool_size: int = 32) -> ApiClient:

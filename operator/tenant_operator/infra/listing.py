@@ -25,7 +25,8 @@ import time
 from typing import Any, Mapping
 
 from tenant_operator.api import names
-from tenant_operator.infra.kube import KINDS, Kind, Kube, ObjectRef
+from tenant_operator.api.kinds import KINDS, Kind, ObjectRef
+from tenant_operator.infra.kube import Kube
 
 LISTED: tuple[Kind, ...] = (KINDS[("v1", "Namespace")],)
 """Only what the operator may list cluster-wide: its rights on namespaced kinds hold in the

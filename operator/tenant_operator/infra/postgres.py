@@ -44,7 +44,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from tenant_operator.api.names import database_name, role_name, schema_name
-from tenant_operator.desired import sql
+from tenant_operator.infra import sql
 from tenant_operator.infra.sessions import IdleSessions
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ import psycopg
 from psycopg import sql as q
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tenant_operator.desired import sql
+from tenant_operator.infra import sql
 from tenant_operator.infra.postgres import (
     DatabaseUnavailable,
     DataPlacement,

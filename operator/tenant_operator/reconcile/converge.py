@@ -20,13 +20,14 @@ from kubernetes.client.exceptions import ApiException
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access as access_
 from tenant_operator.infra import metrics, postgres
-from tenant_operator.infra.kube import KINDS, Kube, ObjectRef
+from tenant_operator.infra.kube import Kube
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.state import annotation, available, secret_password
 

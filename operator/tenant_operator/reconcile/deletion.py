@@ -38,11 +38,11 @@ from kubernetes.client.exceptions import ApiException
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import access, metrics, postgres, snapshot, tierdata
 from tenant_operator.infra.fence import Deposed
-from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 from tenant_operator.infra.tenantlock import LockBusy
 from tenant_operator.reconcile import migration
 from tenant_operator.reconcile.context import Context, Outcome

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
+from tenant_operator.api.kinds import TENANT, ObjectRef
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra.kube import TENANT, ObjectRef
 from tenant_operator.reconcile import deletion, migration
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import converge, plan_for

@@ -38,18 +38,17 @@ import psycopg
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import faults, metrics, postgres, tierdata
 from tenant_operator.infra.fence import Authority, Deposed
-from tenant_operator.infra.kube import KINDS, TENANT, ObjectRef
 from tenant_operator.infra.tenantlock import LockBusy, TenantLock
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import Converged, converge
 from tenant_operator.reconcile.report import Superseded, phase, report, summary
-from tenant_operator.reconcile.state import (LOCK_BUSY_RETRY, ROLLBACK_STEPS, STEPS, migration_wanted,
-                                             secret_password)
+from tenant_operator.reconcile.state import LOCK_BUSY_RETRY, ROLLBACK_STEPS, STEPS, migration_wanted, secret_password
 
 log = logging.getLogger(__name__)
 

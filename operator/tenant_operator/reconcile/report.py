@@ -15,10 +15,10 @@ from kubernetes.client.exceptions import ApiException
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.kinds import TENANT
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import metrics, postgres
-from tenant_operator.infra.kube import TENANT
 from tenant_operator.reconcile.context import Context
 
 

@@ -18,12 +18,13 @@ from typing import Callable
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
+from tenant_operator.api.kinds import TENANT_PLAN, ObjectRef
+from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access, events, metrics, postgres
-from tenant_operator.infra.kube import TENANT_PLAN, Kube, ObjectRef
+from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.listing import MAX_AGE_SECONDS, ListedKube
-from tenant_operator.api.tenant import Tenant
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import WAIT_FOR_WORKLOADS
 from tenant_operator.reconcile.dispatch import reconcile

@@ -26,7 +26,8 @@ from typing import Iterable
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
-from tenant_operator.infra.kube import KINDS, Kube
+from tenant_operator.api.kinds import KINDS
+from tenant_operator.infra.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,8 @@ from typing import Callable, Protocol
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
 
-from tenant_operator.infra.kube import KINDS, Kube
+from tenant_operator.api.kinds import KINDS
+from tenant_operator.infra.kube import Kube
 
 log = logging.getLogger(__name__)
 
