@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from tenant_operator.api.kinds import TENANT
+from tenant_operator.api.kinds import TENANT  # noqa: E402
 from tenant_operator.dev.cluster import existing_cluster, start_cluster  # noqa: E402
 from tenant_operator.dev.postgres import start_postgres, stop_postgres  # noqa: E402
 from tenant_operator.dev.session import OperatorProcess, install_crds, run_kubectl  # noqa: E402
@@ -94,7 +94,7 @@ class ReadyTenants:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="ready-tenants", daemon=True)
 
-    def __enter__(self) -> "ReadyTenants":
+    def __enter__(self) -> ReadyTenants:
         self._relist()
         self._thread.start()
         return self

@@ -46,7 +46,7 @@ class Writers:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in self.writers]
 
-    def start(self) -> "Writers":
+    def start(self) -> Writers:
         for thread in self._threads:
             thread.start()
         return self

@@ -17,7 +17,7 @@ async def ready(queue: WorkQueue, within: float = NOTHING_WAITS) -> str | None:
     """The next key, or None when none comes within `within` seconds."""
     try:
         return await asyncio.wait_for(queue.get(), within)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 

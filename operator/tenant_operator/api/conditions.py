@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Iterable
+from collections.abc import Iterable
 
 READY = "Ready"
 NAMESPACE_READY = "NamespaceReady"
@@ -34,7 +34,7 @@ class Condition:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge(current: Iterable[dict], updates: Iterable[Condition], generation: int, timestamp: str) -> list[dict]:

@@ -305,7 +305,7 @@ TemplateName = _matching(
 
 
 class Tier(StrEnum):
-    """Where a tenant lives: shared (a schema in the shared database, served by the shared workloads) or isolated (a database and workloads of its own)."""
+    """Where a tenant lives: shared (a schema in the shared database, served by the shared workloads) or isolated (a database and workloads of its own)."""  # noqa: E501 - the CRD description
 
     SHARED = "shared"
     ISOLATED = "isolated"

@@ -64,7 +64,7 @@ class ObjectRef:
     namespace: str | None = None
 
     @classmethod
-    def of(cls, manifest: Mapping[str, Any]) -> "ObjectRef":
+    def of(cls, manifest: Mapping[str, Any]) -> ObjectRef:
         meta = manifest["metadata"]
         return cls(kind_of(manifest), meta["name"], meta.get("namespace"))
 

@@ -63,7 +63,8 @@ class TenantPlanSpec(SpecModel):
 
     display_name: DisplayName | None = None
     quota: QuotaMap = Field(
-        default={}, description="ResourceQuota hard limits of each tenant namespace, such as cpu, pods or requests.storage."
+        default={},
+        description="ResourceQuota hard limits of each tenant namespace, such as cpu, pods or requests.storage."
     )
     limits: LimitsSpec = Field(default=LimitsSpec(), description="LimitRange container defaults and bounds.")
     tiers: Annotated[list[Tier], AfterValidator(unique)] = Field(

@@ -83,14 +83,16 @@ class TenantSpec(SpecModel):
 
     display_name: DisplayName | None = None
     plan: PlanName = Field(description="Name of the TenantPlan the tenant is on.")
-    tier: Tier = Field(default=Tier.SHARED, description="Tier the tenant should live in; changing it migrates the tenant.")
+    tier: Tier = Field(default=Tier.SHARED,
+                       description="Tier the tenant should live in; changing it migrates the tenant.")
     owners: list[Owner] = Field(
         default=[], max_length=MAX_OWNERS, description="Subjects bound to the admin role in the tenant namespace."
     )
     quota_overrides: QuotaMap = Field(default={}, description="Per-tenant entries replacing the plan's quota.")
     database: DatabaseSpec = Field(default=DatabaseSpec(), description="The tenant's database.")
     suspended: bool = Field(
-        default=False, description="Scale the tenant's workloads to zero and block its database login, keeping all data."
+        default=False,
+        description="Scale the tenant's workloads to zero and block its database login, keeping all data."
     )
     network_isolation: bool = Field(
         default=True, description="Refuse traffic from other tenants' namespaces to the tenant namespace."
@@ -155,7 +157,8 @@ class TenantStatus(StatusModel):
     """The observed state of a tenant, written only by the operator."""
 
     phase: Phase = Field(default=Phase.PENDING, description="Summary of the tenant's state.")
-    tier: Tier | None = Field(default=None, description="Tier the tenant lives in now; differs from spec during a migration.")
+    tier: Tier | None = Field(default=None,
+                              description="Tier the tenant lives in now; differs from spec during a migration.")
     namespace: str | None = Field(default=None, description="The tenant namespace.")
     database: DatabaseStatus | None = Field(default=None, description="Where the tenant's data lives.")
     conditions: list[Condition] = Field(

@@ -44,7 +44,7 @@ def contains(actual: Any, desired: Any, quantity: bool = False) -> bool:
     if isinstance(desired, list):
         if not isinstance(actual, list) or len(actual) != len(desired):
             return False
-        return all(contains(a, d) for a, d in zip(actual, desired))
+        return all(contains(a, d) for a, d in zip(actual, desired, strict=True))
     return _same_scalar(desired, actual, quantity)
 
 

@@ -11,9 +11,10 @@ import base64
 import functools
 import json
 import re
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
 import jinja2

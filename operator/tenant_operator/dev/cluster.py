@@ -47,7 +47,7 @@ class LocalCluster:
         for _, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for name, process in reversed(self.processes):
+        for _, process in reversed(self.processes):
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

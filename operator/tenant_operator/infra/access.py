@@ -45,7 +45,7 @@ class Access:
     """Namespaces where the authorizer has said yes; asked once per namespace and process."""
 
     @classmethod
-    def from_settings(cls, settings) -> "Access | None":
+    def from_settings(cls, settings) -> Access | None:
         if not settings.namespace_cluster_role:
             return None
         return cls(settings.namespace_cluster_role,

@@ -8,7 +8,8 @@ which the test harness runs and the image's entry point never does, installs a h
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Hook = Callable[[str, dict[str, Any]], None]
 _hook: Hook | None = None

@@ -11,7 +11,7 @@ gets 409 Conflict instead of overwriting it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from tenant_operator.infra.tenantlock import LockLost, TenantLock
 

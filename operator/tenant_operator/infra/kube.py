@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from kubernetes.client import ApiClient

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tenant_operator.api import names
 from tenant_operator.api.kinds import KINDS, Kind, ObjectRef
@@ -59,7 +60,7 @@ class ListedKube:
         self._lock = threading.Lock()
 
     @classmethod
-    def take(cls, kube: Kube, shared: frozenset[ObjectRef] = frozenset()) -> "ListedKube":
+    def take(cls, kube: Kube, shared: frozenset[ObjectRef] = frozenset()) -> ListedKube:
         """List every kind in LISTED by the operator's label; `shared` objects are read once, when first asked."""
         objects = {}
         for kind in LISTED:

@@ -36,8 +36,9 @@ import dataclasses
 import functools
 import logging
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo

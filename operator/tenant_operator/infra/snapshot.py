@@ -49,7 +49,7 @@ class Snapshot:
 
 def snapshot_path(directory: Path, tenant_name: str, at: datetime.datetime) -> Path:
     """`<directory>/<tenant>-<UTC timestamp>.dump`: sorted by time, one per deletion attempt."""
-    stamp = at.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = at.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     return directory / f"{tenant_name}-{stamp}.dump"
 
 
@@ -57,7 +57,7 @@ def latest_snapshot(directory: Path, tenant_name: str, since: datetime.datetime 
     """The newest verified dump of a tenant in `directory` taken at or after `since`, if any:
     how a later pass of the same deletion finds the dump an earlier pass wrote."""
     pattern = re.compile(rf"{re.escape(tenant_name)}-(\d{{8}}T\d{{6}}Z)\.dump")
-    floor = since.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") if since else ""
+    floor = since.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ") if since else ""
     found = sorted(path for path in (directory.glob(f"{tenant_name}-*.dump") if directory.is_dir() else [])
                    if (match := pattern.fullmatch(path.name)) and match.group(1) >= floor)
     if not found:
@@ -116,7 +116,7 @@ def take_snapshot(admin_dsn: str, placement: DataPlacement, tenant_name: str, ta
                   now: datetime.datetime | None = None) -> Snapshot:
     """Dump the placement to `directory` and verify the dump lists `tables`; raise SnapshotFailed otherwise."""
     pg_dump, pg_restore = tool("pg_dump", bin_dir), tool("pg_restore", bin_dir)
-    path = snapshot_path(directory, tenant_name, now or datetime.datetime.now(datetime.timezone.utc))
+    path = snapshot_path(directory, tenant_name, now or datetime.datetime.now(datetime.UTC))
     partial = path.with_name(path.name + ".partial")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)

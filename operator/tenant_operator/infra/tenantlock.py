@@ -109,7 +109,7 @@ class TenantLock:
             self.session.close()  # ending the session releases its advisory locks
             self.session = None
 
-    def __enter__(self) -> "TenantLock":
+    def __enter__(self) -> TenantLock:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tenant_operator.api.settings import Settings
 from tenant_operator.infra import access as access_

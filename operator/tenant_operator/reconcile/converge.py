@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
@@ -276,7 +276,8 @@ def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]
 
 def _prune_isolated_workloads(kube: Kube, tenant: Tenant) -> None:
     namespace = names.tenant_namespace(tenant.name)
-    selector = f"{names.LABEL_TENANT}={tenant.name},{names.LABEL_TIER}=isolated,{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+    selector = (f"{names.LABEL_TENANT}={tenant.name},{names.LABEL_TIER}=isolated,"
+                f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}")
     for kind in (KINDS[("apps/v1", "Deployment")], KINDS[("v1", "Service")]):
         for item in kube.list(kind, namespace, selector):
             kube.delete(ObjectRef(kind, item["metadata"]["name"], namespace))

@@ -108,7 +108,8 @@ def finalize(ctx: Context, tenant: Tenant) -> Outcome:
     namespace = ObjectRef(KINDS[("v1", "Namespace")], names.tenant_namespace(tenant.name))
     current = ctx.kube.read(namespace)
     if current is not None:
-        tenant = _report(ctx, tenant, reclaimed.reason, f"{reclaimed.message}; namespace {namespace.name} is being deleted")
+        tenant = _report(ctx, tenant, reclaimed.reason,
+                         f"{reclaimed.message}; namespace {namespace.name} is being deleted")
         if not current["metadata"].get("deletionTimestamp"):
             if ctx.access is not None:
                 # A namespace made before per-namespace grants (an upgrade) is bound by the grants process.
@@ -165,8 +166,9 @@ def _snapshot(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -
     if postgres.tenant_data_exists(dsn, placement):
         previous = tenant.status.condition(cond.READY)
         if previous is None or previous.reason != "SnapshotFailed":  # while retrying, the failure stays in view
-            tenant = _report(ctx, tenant, "SnapshotInProgress", f"reclaimPolicy Snapshot: dumping {where(placement)} to "
-                                                     f"{ctx.settings.snapshot_dir}; logins blocked")
+            tenant = _report(ctx, tenant, "SnapshotInProgress",
+                             f"reclaimPolicy Snapshot: dumping {where(placement)} to {ctx.settings.snapshot_dir}; "
+                             "logins blocked")
         try:
             if postgres.set_login(dsn, placement.role, False):  # nothing changes under the dump
                 metrics.count_write("postgres")
@@ -182,10 +184,10 @@ def _snapshot(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -
         taken = snapshot.latest_snapshot(ctx.settings.snapshot_dir, tenant.name, _deletion_time(tenant))
     _delete(ctx, tenant, placement)
     if taken is None:
-        return tenant, Reclaimed("DataDeleted", f"reclaimPolicy Snapshot: nothing to dump ({where(placement)} does not "
-                                        f"exist); role {placement.role} dropped")
-    return tenant, Reclaimed("SnapshotTaken", f"reclaimPolicy Snapshot: {where(placement)} dumped to {taken.describe()}; "
-                                      f"then dropped with role {placement.role}")
+        return tenant, Reclaimed("DataDeleted", f"reclaimPolicy Snapshot: nothing to dump ({where(placement)} does "
+                                                f"not exist); role {placement.role} dropped")
+    return tenant, Reclaimed("SnapshotTaken", f"reclaimPolicy Snapshot: {where(placement)} dumped to "
+                                              f"{taken.describe()}; then dropped with role {placement.role}")
 
 
 def _deletion_time(tenant: Tenant) -> datetime.datetime | None:
@@ -193,7 +195,7 @@ def _deletion_time(tenant: Tenant) -> datetime.datetime | None:
     stamp = tenant.deletion_timestamp
     if not stamp:
         return None
-    began = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    began = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     return began - CLOCK_SKEW_MARGIN
 
 

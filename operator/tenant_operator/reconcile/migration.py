@@ -31,7 +31,7 @@ import contextlib
 import datetime
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 
@@ -75,7 +75,7 @@ def _timestamp() -> str:
 
 def _epoch(timestamp: str) -> float:
     return datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
+        tzinfo=datetime.UTC).timestamp()
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
@@ -57,7 +57,7 @@ class Controller:
     _listing_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @classmethod
-    def create(cls, kube: Kube, settings) -> "Controller":
+    def create(cls, kube: Kube, settings) -> Controller:
         plans: dict[str, dict] = {}
         context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube))
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)

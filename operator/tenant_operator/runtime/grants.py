@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from kubernetes.client.exceptions import ApiException
 
@@ -51,12 +51,12 @@ class GrantSettings:
     resync_seconds: float = 600.0
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> "GrantSettings":
+    def from_environment(cls, environ: dict[str, str] | None = None) -> GrantSettings:
         environ = dict(os.environ if environ is None else environ)
         missing = [key for key in ("GRANT_SUBJECT", "NAMESPACE_CLUSTER_ROLE") if not environ.get(ENV + key)]
         if missing:
-            raise SystemExit(f"{', '.join(ENV + key for key in missing)} not set: the grants process binds "
-                             "the operator's ServiceAccount (system:serviceaccount:<namespace>:<name>) to a ClusterRole")
+            raise SystemExit(f"{', '.join(ENV + key for key in missing)} not set: the grants process binds the "
+                             "operator's ServiceAccount (system:serviceaccount:<namespace>:<name>) to a ClusterRole")
         tenant_role = environ[ENV + "NAMESPACE_CLUSTER_ROLE"]
         return cls(
             subject=subject_of(environ[ENV + "GRANT_SUBJECT"]),

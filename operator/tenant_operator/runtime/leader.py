@@ -35,8 +35,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
@@ -72,7 +73,7 @@ class LeaseConfig:
                              f"(got {self.renew_period}, {self.renew_deadline}, {self.duration})")
 
     @classmethod
-    def from_settings(cls, settings, identity: str | None = None) -> "LeaseConfig":
+    def from_settings(cls, settings, identity: str | None = None) -> LeaseConfig:
         duration, renew = settings.lease_duration_seconds, settings.lease_renew_seconds
         return cls(
             namespace=settings.leader_election_namespace or default_namespace(),
@@ -144,7 +145,7 @@ class KubeLeaseStore:
 
 def _micro_time(at: datetime.datetime | None = None) -> str:
     """A MicroTime, as Lease's acquireTime and renewTime are."""
-    return (at or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
