@@ -6,7 +6,8 @@
    from rbac/.
 2. The kustomize base in manifests/ from the chart. `kubectl apply -k manifests/` must install
 what `helm install` installs with the chart's defaults, so the base is not written by hand: it
-is `helm template` with the one value the chart cannot default (the database Secret's name), split by role into files, with
+is `helm template` with the one value the chart cannot default (the database Secret's name),
+split by role into files, with
 Helm's own labels dropped. The TenantPlans get a kustomization of their own, manifests/plans/:
 kubectl cannot create objects of a kind whose CRD it creates in the same apply.
 Run it after changing the chart, the CRDs or the owners' ClusterRole:
