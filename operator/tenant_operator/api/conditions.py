@@ -43,13 +43,14 @@ def merge(current: Iterable[dict], updates: Iterable[Condition], generation: int
     for update in updates:
         previous = by_type.get(update.type)
         changed = previous is None or previous.get("status") != update.status
+        since = timestamp if previous is None or changed else previous.get("lastTransitionTime", timestamp)
         by_type[update.type] = {
             "type": update.type,
             "status": update.status,
             "reason": update.reason,
             "message": update.message,
             "observedGeneration": generation,
-            "lastTransitionTime": timestamp if changed else previous.get("lastTransitionTime", timestamp),
+            "lastTransitionTime": since,
         }
     order = [READY, *PARTS, MIGRATING]
     return sorted(by_type.values(), key=lambda c: (order.index(c["type"]) if c["type"] in order else 99, c["type"]))

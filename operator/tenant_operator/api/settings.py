@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -76,7 +78,7 @@ class Settings:
     def tenant_endpoint(self) -> tuple[str, int]:
         """Host and port tenants' workloads use, as written into their Secrets."""
         params = conninfo_to_dict(self.database_url)
-        host = self.database_host or params.get("host") or "localhost"
+        host = str(self.database_host or params.get("host") or "localhost")
         port = self.database_port or int(params.get("port") or 5432)
         return host, port
 
@@ -92,22 +94,25 @@ def _flag(raw: str) -> bool:
     raise SystemExit(f"expected true or false, not {raw!r}")
 
 
-_CONVERTERS = {"int": int, "int | None": int, "float": float, "Path | None": Path, "Path": Path, "bool": _flag}
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "int": int, "int | None": int, "float": float, "Path | None": Path, "Path": Path, "bool": _flag,
+}
 
 
-def _convert(name: str, raw: str):
+def _convert(name: str, raw: str) -> Any:
+    converter: Callable[[str], Any] = _CONVERTERS.get(str(_FIELDS[name].type), str)
     try:
-        return _CONVERTERS.get(_FIELDS[name].type, str)(raw)
+        return converter(raw)
     except (ValueError, SystemExit) as error:
         raise SystemExit(f"{ENV_PREFIX}{name.upper()}={raw!r} is not valid: {error}") from None
 
 
-def from_environment(environ: dict[str, str] | None = None, **overrides) -> Settings:
+def from_environment(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from TENANT_OPERATOR_<FIELD> variables; `overrides` (CLI flags) win."""
-    environ = os.environ if environ is None else environ
-    values = {}
+    source: Mapping[str, str] = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
     for name in _FIELDS:
-        raw = environ.get(ENV_PREFIX + name.upper())
+        raw = source.get(ENV_PREFIX + name.upper())
         if raw not in (None, ""):
             values[name] = _convert(name, raw)
     values.update({key: value for key, value in overrides.items() if value is not None})

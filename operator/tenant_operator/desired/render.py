@@ -105,7 +105,7 @@ def resource_quota(tenant, plan) -> dict:
 
 def limit_range(tenant, plan) -> dict | None:
     limits = plan.spec.limits
-    item = {"type": "Container"}
+    item: dict[str, Any] = {"type": "Container"}
     for field, key in (("default", "default"), ("default_request", "defaultRequest"), ("max", "max"),
                        ("min", "min")):
         resources = getattr(limits, field, None) if limits else None

@@ -131,6 +131,7 @@ def start_cluster(workdir: Path | None = None, assets: Path | None = None) -> Lo
 
 
 def _start(cluster: LocalCluster, name: str, argv: list[str]) -> subprocess.Popen:
+    assert cluster.workdir is not None, "a cluster this process starts has a working directory"
     log = open(cluster.workdir / "logs" / f"{name}.log", "wb")
     # A process group of its own: Ctrl-C on `make run` reaches us, and we stop them in order.
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

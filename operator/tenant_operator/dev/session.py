@@ -162,7 +162,7 @@ def run_dev(once: bool, samples: Path) -> int:
     finally:
         if operator:
             operator.stop()
-        if cluster.owned:
+        if cluster.owned and cluster.workdir is not None:
             cluster.stop()
             shutil.rmtree(cluster.workdir, ignore_errors=True)
         if server:

@@ -22,7 +22,7 @@ import time
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api.kinds import KINDS, ObjectRef
-from tenant_operator.infra.kube import Kube
+from tenant_operator.infra.kube import KubeAPI
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Access:
         self.granted.discard(namespace)
 
 
-def ensure_namespace(kube: Kube, access: Access | None, manifest: dict, role: str | None = None,
+def ensure_namespace(kube: KubeAPI, access: Access | None, manifest: dict, role: str | None = None,
                      known_absent: bool = False) -> bool:
     """The namespace of `manifest` exists and the operator may act in it; True if this created it.
 
@@ -76,7 +76,7 @@ def ensure_namespace(kube: Kube, access: Access | None, manifest: dict, role: st
     return created
 
 
-def wait_until_granted(kube: Kube, access: Access, namespace: str, role: str,
+def wait_until_granted(kube: KubeAPI, access: Access, namespace: str, role: str,
                        timeout: float = GRANT_TIMEOUT_SECONDS) -> None:
     """Ask the authorizer (SelfSubjectAccessReview) until the operator may patch `namespace`."""
     if namespace in access.granted:
@@ -100,7 +100,7 @@ def wait_until_granted(kube: Kube, access: Access, namespace: str, role: str,
         pause = min(pause * 2, 0.5)
 
 
-def _create(kube: Kube, collection: str, manifest: dict) -> bool:
+def _create(kube: KubeAPI, collection: str, manifest: dict) -> bool:
     """POST; False when it exists already."""
     try:
         kube.create(collection, manifest)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from kubernetes.client import ApiClient
@@ -36,6 +36,21 @@ def api_client(pool_size: int = 32) -> ApiClient:
     return client.ApiClient(configuration)
 
 
+class KubeAPI(Protocol):
+    """What a reconcile asks of the API server: Kube itself, or a pass's listing in front of it."""
+
+    def read(self, ref: ObjectRef) -> dict | None: ...
+    def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None) -> list[dict]: ...
+    def apply(self, manifest: Mapping[str, Any], force: bool = True) -> dict: ...
+    def apply_status(self, kind: Kind, name: str, status: Mapping[str, Any],
+                     resource_version: str | None = None) -> dict: ...
+    def create(self, collection_path: str, body: Mapping[str, Any]) -> dict: ...
+    def merge_patch(self, ref: ObjectRef, patch: Mapping[str, Any]) -> dict: ...
+    def delete(self, ref: ObjectRef, propagation: str = "Background") -> bool: ...
+    def request(self, method: str, path: str, query: Iterable[tuple[str, str]] = (), body: Any = None,
+                content_type: str = "application/json", timeout: float = 30) -> Any: ...
+
+
 class Kube:
     """Apply, read, delete; thread-safe (one urllib3 pool under the client)."""
 
@@ -55,7 +70,8 @@ class Kube:
         metrics.count_write("kubernetes")
 
     def request(self, method: str, path: str, query: Iterable[tuple[str, str]] = (), body: Any = None,
-                content_type: str = "application/json", timeout: float = 30) -> dict | None:
+                content_type: str = "application/json", timeout: float = 30) -> Any:
+        """The answer's JSON (None for an empty answer)."""
         data = self.raw_request(method, path, query, body, content_type, timeout)
         return json.loads(data) if data else None
 
@@ -70,7 +86,7 @@ class Kube:
         response.read()
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response)
-        return response.data
+        return response.data or b""
 
     def read(self, ref: ObjectRef) -> dict | None:
         try:

@@ -42,7 +42,7 @@ def count_write(target: str, amount: int = 1) -> None:
     WRITES.labels(target).inc(amount)
 
 
-def track_tenant(name: str, phase: str, tier: str, plan: str) -> None:
+def track_tenant(name: str, phase: str, tier: str | None, plan: str | None) -> None:
     labels = (phase or "Pending", tier or "", plan or "")
     previous = _tenant_labels.get(name)
     if previous == labels:

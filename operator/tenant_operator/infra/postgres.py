@@ -160,7 +160,7 @@ def ensure_shared_database(admin_dsn: str, name: str) -> EnsureResult:
                 actions.append("created shared database")
             except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 pass
-            state = _fetch_one(conn, sql.database_state(name))
+            state = _fetch_row(conn, sql.database_state(name))
         if "CONNECT" in state["public_privileges"]:
             actions += _connect_for_shared_tenants_only(admin_dsn, name)
             conn.execute(sql.revoke_connect_from_public(name))
@@ -169,7 +169,7 @@ def ensure_shared_database(admin_dsn: str, name: str) -> EnsureResult:
             conn.execute(sql.revoke_temporary_from_public(name))
             actions.append("revoked TEMPORARY on shared database from PUBLIC")
         # Tenants may connect to the maintenance database too: they find nothing to use there.
-        maintenance = conn.execute("SELECT current_database()").fetchone()[0]
+        maintenance = conn.info.dbname
         if maintenance != name:
             actions += _best_effort(lambda: _lock_server_databases(conn, maintenance))
             actions += _best_effort(lambda: _lock_database_for_tenants(conn, f"database {maintenance}"))
@@ -206,7 +206,7 @@ def _lock_database_for_tenants(conn: psycopg.Connection, what: str) -> list[str]
 def _lock_server_databases(conn: psycopg.Connection, maintenance: str) -> list[str]:
     """The maintenance database loses TEMPORARY for PUBLIC, template1 CONNECT and TEMPORARY."""
     actions = []
-    state = _fetch_one(conn, sql.database_state(maintenance))
+    state = _fetch_row(conn, sql.database_state(maintenance))
     if "TEMPORARY" in state["public_privileges"]:
         conn.execute(sql.revoke_temporary_from_public(maintenance))
         actions.append(f"revoked TEMPORARY on database {maintenance} from PUBLIC")
@@ -310,7 +310,7 @@ def lock_out(admin_dsn: str, role: str) -> str:
             conn.execute(sql.revoke_membership(role, member))
         for who in [role, *members]:
             conn.execute(*sql.terminate_sessions(who))
-        left = _fetch_one(conn, sql.sessions_of([role, *members]))["sessions"]
+        left = _fetch_row(conn, sql.sessions_of([role, *members]))["sessions"]
         if left:
             raise StillConnected(f"{left} session(s) of role {role} did not end; writes are not frozen yet")
     return password
@@ -449,7 +449,7 @@ def _ensure_database(conn: psycopg.Connection, database: str, owner: str) -> lis
     if state is None:
         conn.execute(sql.create_database(database, owner))
         actions.append("created database")
-        state = _fetch_one(conn, sql.database_state(database, owner))
+        state = _fetch_row(conn, sql.database_state(database, owner))
     elif state["owner"] != owner:
         conn.execute(sql.alter_database_owner(database, owner))
         actions.append("changed database owner")
@@ -510,6 +510,22 @@ def _scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
 def _fetch_one(conn: psycopg.Connection, query: sql.Query) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(*query).fetchone()
+
+
+def first_row(cursor: psycopg.Cursor[Any]) -> Any:
+    """The row of a statement that always answers one (an aggregate, a function call)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("no row from a statement that always answers one")
+    return row
+
+
+def _fetch_row(conn: psycopg.Connection, query: sql.Query) -> dict[str, Any]:
+    """The one row of a query that always answers one (an aggregate, an object known to exist)."""
+    row = _fetch_one(conn, query)
+    if row is None:
+        raise psycopg.ProgrammingError(f"no row from a query that always answers one: {query.statement!r}")
+    return row
 
 
 def admin_session_dsn(dsn: str, tenant_database: bool = False) -> str:

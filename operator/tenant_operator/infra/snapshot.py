@@ -155,7 +155,7 @@ def _run(argv: list[str], env: dict, timeout: float, secret: str | None = None) 
     return result.stdout
 
 
-def _human_size(size: int) -> str:
+def _human_size(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

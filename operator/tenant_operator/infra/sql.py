@@ -25,7 +25,7 @@ ROLE_ATTRIBUTES = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION N
 class Query(NamedTuple):
     """A statement with its parameters: `cursor.execute(*query)`."""
 
-    statement: sql.Composable
+    statement: sql.SQL | sql.Composed
     params: dict[str, Any]
 
 

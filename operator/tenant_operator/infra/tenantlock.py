@@ -44,12 +44,19 @@ class TenantLock:
     def __init__(self, dsn: str, tenant: str):
         self.dsn = postgres.admin_session_dsn(dsn)
         self.tenant = tenant
-        self.session: psycopg.Connection | None = None
+        self._session: psycopg.Connection | None = None
+
+    @property
+    def session(self) -> psycopg.Connection:
+        """The session holding the lock: destructive statements run on it, and die with it."""
+        if self._session is None:
+            raise LockLost(f"the lock of tenant {self.tenant} is not held by this process")
+        return self._session
 
     def acquire(self, may_break: bool) -> None:
         """Take the lock; a holder of another identity is displaced only when `may_break`."""
         try:
-            self.session = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            self._session = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as error:
             raise postgres.DatabaseUnavailable(f"cannot take the lock of tenant {self.tenant}: "
                                                f"{' '.join(str(error).split())}") from None
@@ -71,8 +78,8 @@ class TenantLock:
             raise
 
     def _try(self) -> bool:
-        return bool(self.session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                         [LOCK_CLASS, self.tenant]).fetchone()[0])
+        return bool(postgres.first_row(self.session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                                            [LOCK_CLASS, self.tenant]))[0])
 
     def _holder(self) -> str | None:
         # pg_locks shows a two-key advisory lock as classid = key 1, objid = key 2 (as oid), objsubid 2.
@@ -95,19 +102,19 @@ class TenantLock:
     def check(self) -> None:
         """Prove the lock is still ours: its session answers and holds it."""
         try:
-            held = self.session is not None and self.session.execute(
+            held = self._session is not None and postgres.first_row(self._session.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'"
                 " AND granted AND classid = %s::bigint::oid AND objid = (hashtext(%s)::bigint & 4294967295)::oid)",
-                [LOCK_CLASS, self.tenant]).fetchone()[0]
+                [LOCK_CLASS, self.tenant]))[0]
         except psycopg.Error:
             held = False
         if not held:
             raise LockLost(f"the lock of tenant {self.tenant} is no longer held by this process")
 
     def release(self) -> None:
-        if self.session is not None:
-            self.session.close()  # ending the session releases its advisory locks
-            self.session = None
+        if self._session is not None:
+            self._session.close()  # ending the session releases its advisory locks
+            self._session = None
 
     def __enter__(self) -> TenantLock:
         return self

@@ -48,6 +48,7 @@ from tenant_operator.infra.postgres import (
     admin_session_dsn,
     application_name,
     ensure_tenant_data,
+    first_row,
 )
 
 MARKER = "tenant-operator: migration target"
@@ -226,8 +227,8 @@ def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: Data
                     progress(table, copied[table])
             _run_tool([*restore, "--section=post-data", str(dump)], as_tenant)
             for sequence in _sequences(src, source.schema):
-                last_value, is_called = src.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
-                    q.Identifier(source.schema), q.Identifier(sequence))).fetchone()
+                last_value, is_called = first_row(src.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
+                    q.Identifier(source.schema), q.Identifier(sequence))))
                 admin_dst.execute("SELECT pg_catalog.setval(pg_catalog.format('%%I.%%I', %s::text, %s::text)"
                                   "::pg_catalog.regclass, %s, %s)", [target.schema, sequence, last_value, is_called])
     return copied
@@ -254,13 +255,13 @@ def checksums(dsn: str, schema: str) -> dict[str, TableCheck]:
     found = {}
     with _connect(dsn) as conn:
         for table in _tables(conn, schema):
-            rows, total = conn.execute(q.SQL(
+            rows, total = first_row(conn.execute(q.SQL(
                 "SELECT count(*), coalesce(sum(pg_catalog.hashtextextended(t::text, 0)), 0)::text"
-                " FROM {}.{} AS t").format(q.Identifier(schema), q.Identifier(table))).fetchone()
+                " FROM {}.{} AS t").format(q.Identifier(schema), q.Identifier(table))))
             found[table] = TableCheck(table, rows, total)
         for sequence in _sequences(conn, schema):
-            last_value, is_called = conn.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
-                q.Identifier(schema), q.Identifier(sequence))).fetchone()
+            last_value, is_called = first_row(conn.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
+                q.Identifier(schema), q.Identifier(sequence))))
             found[f"sequence {sequence}"] = TableCheck(sequence, 0, f"{last_value}:{is_called}")
     return found
 

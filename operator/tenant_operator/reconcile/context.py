@@ -15,7 +15,7 @@ from typing import Any
 from tenant_operator.api.settings import Settings
 from tenant_operator.infra import access as access_
 from tenant_operator.infra import events
-from tenant_operator.infra.kube import Kube
+from tenant_operator.infra.kube import KubeAPI
 
 
 class Recent:
@@ -47,7 +47,7 @@ class Recent:
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    kube: Kube
+    kube: KubeAPI
     settings: Settings
     plan_body: Callable[[str], dict | None]
     """Looks a TenantPlan up in the operator's cache (no request per reconcile)."""

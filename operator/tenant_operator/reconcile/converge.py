@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kubernetes.client.exceptions import ApiException
 
@@ -27,7 +27,7 @@ from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access as access_
 from tenant_operator.infra import metrics, postgres
-from tenant_operator.infra.kube import Kube
+from tenant_operator.infra.kube import KubeAPI
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.state import annotation, available, secret_password
 
@@ -135,12 +135,12 @@ def _step(type_: str, reason: str, message: str, action: Callable[[], None]) -> 
 
 def _api_error_message(error: ApiException) -> str:
     try:
-        return json.loads(error.body).get("message", str(error.reason))
+        return json.loads(error.body or "").get("message", str(error.reason))
     except (TypeError, ValueError):
         return f"{error.status} {error.reason}"
 
 
-def _apply_all(kube: Kube, desired: list[dict], prunable: list[ObjectRef] = (), compare: bool = True) -> None:
+def _apply_all(kube: KubeAPI, desired: list[dict], prunable: Iterable[ObjectRef] = (), compare: bool = True) -> None:
     for manifest in desired:
         if not compare or needs_apply(manifest, kube.read(ObjectRef.of(manifest))):
             kube.apply(manifest)
@@ -187,7 +187,7 @@ def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False)
                             f"{placement.tier} tier: {'; '.join(result.actions)} ({where})")
         host, port = ctx.settings.tenant_endpoint()
         desired = render.database_secret(tenant, host, port, placement.database, placement.schema,
-                                         password or result.password, rotation)
+                                         result.password, rotation)
         if needs_apply(desired, secret):
             ctx.kube.apply(desired)
         if rotating:
@@ -204,7 +204,8 @@ def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False)
 @dataclasses.dataclass(frozen=True)
 class _Ensured:
     actions: tuple[str, ...]
-    password: str | None
+    password: str
+    """The role's password, for the Secret: the one it held, or a new one."""
 
     @property
     def changed(self) -> bool:
@@ -223,11 +224,11 @@ def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str 
         ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, fresh, login=login).actions, fresh)
     else:
         try:
-            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, None, login=login).actions, None)
+            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, None, login=login).actions, password)
         except ValueError:
             # The role is gone but its Secret is not (a restored or wiped server): recreate it
             # with the password the tenant's workloads already hold.
-            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, password, login=login).actions, None)
+            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, password, login=login).actions, password)
     metrics.count_write("postgres", len(ensured.actions))
     return ensured
 
@@ -274,7 +275,7 @@ def _workloads_step(ctx: Context, tenant: Tenant, tier: str, desired: list[dict]
 
 
 
-def _prune_isolated_workloads(kube: Kube, tenant: Tenant) -> None:
+def _prune_isolated_workloads(kube: KubeAPI, tenant: Tenant) -> None:
     namespace = names.tenant_namespace(tenant.name)
     selector = (f"{names.LABEL_TENANT}={tenant.name},{names.LABEL_TIER}=isolated,"
                 f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}")

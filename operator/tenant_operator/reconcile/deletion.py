@@ -175,10 +175,11 @@ def _snapshot(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -
         except postgres.RoleMissing:
             pass
         tables = postgres.snapshot_tables(dsn, placement)
-        taken = snapshot.take_snapshot(dsn, placement, tenant.name, tables, ctx.settings.snapshot_dir,
-                                       ctx.settings.pg_bin_dir, ctx.settings.snapshot_timeout_seconds)
+        made = snapshot.take_snapshot(dsn, placement, tenant.name, tables, ctx.settings.snapshot_dir,
+                                      ctx.settings.pg_bin_dir, ctx.settings.snapshot_timeout_seconds)
         log.info("tenant %s: snapshot of %s (%d tables) written to %s", tenant.name, where(placement),
-                 taken.tables, taken.describe())
+                 made.tables, made.describe())
+        taken: snapshot.Snapshot | None = made
     else:
         # Dumped and dropped in an earlier pass (the operator may have died before the namespace went).
         taken = snapshot.latest_snapshot(ctx.settings.snapshot_dir, tenant.name, _deletion_time(tenant))

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
 from tenant_operator.api.kinds import TENANT_PLAN, ObjectRef
+from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
@@ -42,6 +43,8 @@ class Controller:
     context: Context
     queue: WorkQueue
     executor: concurrent.futures.ThreadPoolExecutor
+    kube: Kube
+    """The API client itself (the context's may be a pass's listing in front of it)."""
     tenants: dict[str, dict] = dataclasses.field(default_factory=dict)
     plans: dict[str, dict] = dataclasses.field(default_factory=dict)
     workloads: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
@@ -57,13 +60,13 @@ class Controller:
     _listing_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @classmethod
-    def create(cls, kube: Kube, settings) -> Controller:
+    def create(cls, kube: Kube, settings: Settings) -> Controller:
         plans: dict[str, dict] = {}
         context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube))
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.workers,
                                                          thread_name_prefix="reconcile")
-        return cls(context=context, queue=queue, executor=executor, plans=plans)
+        return cls(context=context, queue=queue, executor=executor, kube=kube, plans=plans)
 
     def prepare(self) -> None:
         """Plans, shared database and shared workload, before any tenant is reconciled (blocking).
@@ -73,9 +76,9 @@ class Controller:
         arrived would be reported PlanNotFound and then Ready again, two status
         writes per tenant on every restart.
         """
-        for plan in self.context.kube.list(TENANT_PLAN):
+        for plan in self.kube.list(TENANT_PLAN):
             self.plans.setdefault(plan["metadata"]["name"], plan)
-        settings, kube = self.context.settings, self.context.kube
+        settings, kube = self.context.settings, self.kube
         self.context = dataclasses.replace(self.context, access=access.Access.from_settings(settings))
         postgres.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
         infrastructure = render.shared_infrastructure(settings)
@@ -95,7 +98,8 @@ class Controller:
             self.leading = leading
             # A move asks again before each of its steps, not only before its reconcile.
             self.context = dataclasses.replace(self.context, leading=leading)
-        self.tasks = [asyncio.create_task(self._worker(i), name=f"worker-{i}") for i in range(settings.workers)]
+        self.tasks = [asyncio.create_task(self._worker(self._may_work), name=f"worker-{i}")
+                      for i in range(settings.workers)]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
 
     async def stop(self, drain_seconds: float = 0) -> None:
@@ -201,7 +205,7 @@ class Controller:
             if self._listing is None or self._listing.age() > MAX_AGE_SECONDS:
                 started = time.monotonic()
                 routes = render.routes_ref(self.context.settings)
-                self._listing = ListedKube.take(self.context.kube, shared=frozenset([routes]))
+                self._listing = ListedKube.take(self.kube, shared=frozenset([routes]))
                 log.info("listed %d objects for examining tenants in %.2fs", len(self._listing),
                          time.monotonic() - started)
             return self._listing
@@ -212,9 +216,9 @@ class Controller:
         context = dataclasses.replace(self.context, kube=self._listed()) if examined else self.context
         return reconcile(context, tenant)
 
-    async def _worker(self, number: int) -> None:
+    async def _worker(self, may_work: asyncio.Event) -> None:
         while True:
-            await self._may_work.wait()
+            await may_work.wait()
             name = await self.queue.get()
             try:
                 body = self.tenants.get(name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import kopf
 
@@ -87,21 +88,21 @@ async def stop(memo: kopf.Memo, **_) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "tenants")
-async def tenant_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> None:
+async def tenant_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller:
         controller.tenant_seen(event.get("type") or "ADDED", dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, "tenantplans")
-async def plan_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> None:
+async def plan_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller:
         controller.plan_seen(event.get("type") or "ADDED", dict(body))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def deployment_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> None:
+async def deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller:
         controller.workload_seen(event.get("type") or "ADDED", dict(body))
