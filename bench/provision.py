@@ -34,7 +34,7 @@ from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import postgres
+from tenant_operator.infra import postgres, shared_database
 
 WORKERS = 4
 
@@ -67,7 +67,7 @@ def floor(env: Environment, tenants: list[tuple[str, str]]) -> float:
         return deployments[0] if deployments else None
 
     started = time.monotonic()
-    postgres.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
+    shared_database.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
     for manifest in render.shared_infrastructure(settings):
         kube.apply(manifest)
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:

@@ -10,21 +10,20 @@ import pytest
 
 from tenant_operator.dev.ports import free_port
 from tenant_operator.infra import sql
+from tenant_operator.infra.connection import DatabaseUnavailable
 from tenant_operator.infra.postgres import (
     ISOLATED,
     SHARED,
-    DatabaseUnavailable,
     DataPlacement,
     RoleMissing,
     drop_tenant_data,
-    ensure_shared_database,
     ensure_tenant_data,
     new_password,
     placement,
-    rotate_password,
     set_login,
     tenant_data_exists,
 )
+from tenant_operator.infra.shared_database import ensure_shared_database
 
 pytestmark = pytest.mark.e2e
 
@@ -236,10 +235,10 @@ def test_lost_password_is_replaced(make_tenant, admin_dsn, connect_as):
         connect_as(tenant)
 
 
-def test_rotate_password(make_tenant, admin_dsn, connect_as):
+def test_isolated_role_takes_a_new_password(make_tenant, admin_dsn, connect_as):
     tenant = make_tenant(ISOLATED)
     replacement = new_password()
-    rotate_password(admin_dsn, tenant.placement.role, replacement)
+    assert ensure_tenant_data(admin_dsn, tenant.placement, replacement).actions == ("set password",)
     connect_as(tenant, password=replacement).close()
     with pytest.raises(psycopg.OperationalError):
         connect_as(tenant)

@@ -13,7 +13,7 @@ from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.names import FINALIZER
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
-from tenant_operator.infra import postgres, snapshot, tierdata
+from tenant_operator.infra import connection, postgres, snapshot, tierdata
 from tenant_operator.reconcile import deletion, migration
 from tenant_operator.reconcile.context import Context
 
@@ -287,7 +287,7 @@ def test_deletion_of_a_migrating_tenant_during_an_outage_keeps_the_record(world,
     FakeData().install(monkeypatch, tmp_path)
 
     def unavailable(*args):
-        raise postgres.DatabaseUnavailable("PostgreSQL at db:5432/tenants is unavailable")
+        raise connection.DatabaseUnavailable("PostgreSQL at db:5432/tenants is unavailable")
 
     monkeypatch.setattr(migration, "authority_over", held_authority)
     monkeypatch.setattr(tierdata, "drop_target", unavailable)
@@ -303,7 +303,7 @@ def test_database_outage_becomes_a_condition_and_a_retry(world, monkeypatch, tmp
     ctx, _ = world
 
     def unavailable(dsn, placement):
-        raise postgres.DatabaseUnavailable("PostgreSQL at db:5432/tenants is unavailable: connection refused")
+        raise connection.DatabaseUnavailable("PostgreSQL at db:5432/tenants is unavailable: connection refused")
 
     monkeypatch.setattr(postgres, "tenant_data_exists", unavailable)
     outcome = run(ctx, tenant_body("Retain"))

@@ -26,7 +26,7 @@ from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import postgres, sql, tierdata
+from tenant_operator.infra import connection, postgres, sql, tierdata
 
 SETTINGS = Settings(database_url="postgresql://postgres:secret@db.example:5432/postgres")
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -296,9 +296,9 @@ def test_admin_sessions_pin_their_settings_last_whatever_the_dsn_says(theirs, te
     if theirs:
         dsn += f" options='{theirs}'"
 
-    pinned = conninfo_to_dict(postgres.admin_session_dsn(dsn, tenant_database))
+    pinned = conninfo_to_dict(connection.admin_session_dsn(dsn, tenant_database))
 
-    settings_ = postgres.TENANT_DATABASE_SESSION_SETTINGS if tenant_database else postgres.ADMIN_SESSION_SETTINGS
+    settings_ = connection.TENANT_DATABASE_SESSION_SETTINGS if tenant_database else connection.ADMIN_SESSION_SETTINGS
     assert pinned["options"].endswith(" ".join(f"-c {k}={v}" for k, v in settings_.items()))
     assert pinned["options"].startswith(theirs or "-c search_path=pg_catalog")
     assert (pinned["password"], pinned["dbname"], pinned["user"]) == ("p w", "tenant_x", "postgres")

@@ -33,20 +33,17 @@ database and role settings: `admin_session_dsn`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from tenant_operator.api.names import database_name, role_name, schema_name
 from tenant_operator.infra import sql
-from tenant_operator.infra.sessions import IdleSessions
+from tenant_operator.infra.connection import admin_session, fetch_one, fetch_row
 
 log = logging.getLogger(__name__)
 
@@ -56,50 +53,6 @@ TIERS = (SHARED, ISOLATED)
 
 # A tenant must not be able to exhaust the server's max_connections for everyone.
 DEFAULT_CONNECTION_LIMIT = 20
-# Used only when the DSN names no connect_timeout: a worker thread must not hang.
-DEFAULT_CONNECT_TIMEOUT = 10
-
-# Errors that mean "the server is not there right now", not "the statement is wrong":
-# connection exceptions (08), shutdown/crash/starting up (57P), too many connections.
-_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
-
-# Startup parameters of every admin session (see the module docstring). pg_catalog alone:
-# every statement of the operator names its objects, so nothing else need be found.
-ADMIN_SESSION_SETTINGS = {"search_path": "pg_catalog"}
-# And in a database a tenant owns: who we are, and what a tenant could set to make our
-# statements fail (read-only, timeouts, a library to preload that is not there).
-TENANT_DATABASE_SESSION_SETTINGS = {
-    **ADMIN_SESSION_SETTINGS,
-    "role": "none",
-    "default_transaction_read_only": "off",
-    "statement_timeout": "0",
-    "lock_timeout": "0",
-    "idle_in_transaction_session_timeout": "0",
-    "local_preload_libraries": "",
-    "client_encoding": "UTF8",
-    "standard_conforming_strings": "on",
-}
-# Databases of every server that tenants have no business in: they keep nothing a
-# tenant could use, and a session held open in template1 makes CREATE DATABASE from it fail.
-TEMPLATE_DATABASE = "template1"
-# Every session the operator opens carries its process identity as application_name: a new
-# leader that must take a tenant's lock from a deposed process ends exactly that process's
-# sessions (tenantlock.py). Set once at start-up by identify().
-APPLICATION_PREFIX = "tenant-operator/"
-_application_name = APPLICATION_PREFIX + "unnamed"
-
-
-def identify(identity: str) -> None:
-    """Name this process's sessions (before the first connection)."""
-    global _application_name
-    _application_name = (APPLICATION_PREFIX + identity)[:63]
-    _session_conninfo.cache_clear()
-
-
-def application_name() -> str:
-    return _application_name
-
-
 @dataclasses.dataclass(frozen=True)
 class DataPlacement:
     """Where a tenant's data lives."""
@@ -122,10 +75,6 @@ class EnsureResult:
         return bool(self.actions)
 
 
-class DatabaseUnavailable(Exception):
-    """The server cannot be reached (or is going away); worth retrying later."""
-
-
 class RoleMissing(LookupError):
     """The tenant's role does not exist (yet): provision before suspending or rotating."""
 
@@ -145,88 +94,6 @@ def new_password() -> str:
 
 # --- public operations ---------------------------------------------------------
 
-def ensure_shared_database(admin_dsn: str, name: str) -> EnsureResult:
-    """Create the shared database if missing and take from PUBLIC what tenants must not have.
-
-    `admin_dsn` points at a maintenance database (postgres). Several replicas may
-    start at once, so losing the race to create the database is not an error.
-    """
-    actions: list[str] = []
-    with _connect(admin_dsn) as conn:
-        state = _fetch_one(conn, sql.database_state(name))
-        if state is None:
-            try:
-                conn.execute(sql.create_database(name))
-                actions.append("created shared database")
-            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                pass
-            state = _fetch_row(conn, sql.database_state(name))
-        if "CONNECT" in state["public_privileges"]:
-            actions += _connect_for_shared_tenants_only(admin_dsn, name)
-            conn.execute(sql.revoke_connect_from_public(name))
-            actions.append("revoked CONNECT on shared database from PUBLIC")
-        if "TEMPORARY" in state["public_privileges"]:
-            conn.execute(sql.revoke_temporary_from_public(name))
-            actions.append("revoked TEMPORARY on shared database from PUBLIC")
-        # Tenants may connect to the maintenance database too: they find nothing to use there.
-        maintenance = conn.info.dbname
-        if maintenance != name:
-            actions += _best_effort(lambda: _lock_server_databases(conn, maintenance))
-            actions += _best_effort(lambda: _lock_database_for_tenants(conn, f"database {maintenance}"))
-    with _connect(make_conninfo(admin_dsn, dbname=name)) as conn:
-        actions += _lock_database_for_tenants(conn, "shared database")
-    return EnsureResult(tuple(actions))
-
-
-def _connect_for_shared_tenants_only(admin_dsn: str, name: str) -> list[str]:
-    """Before PUBLIC loses CONNECT on the shared database (an install from before that rule),
-    every role owning a tenant schema there gets CONNECT of its own, so no shared tenant is
-    cut off while it waits for its reconcile. Isolated tenants never get it: they have no
-    business in the shared database, where they could list the others' schema names."""
-    with _connect(make_conninfo(admin_dsn, dbname=name)) as conn:
-        owners = [row[0] for row in conn.execute(*sql.shared_schema_owners("tenant_")).fetchall()]
-        for role in owners:
-            conn.execute(sql.grant_connect(name, role))
-    return [f"granted CONNECT on shared database to {len(owners)} shared tenant role(s)"] if owners else []
-
-
-def _lock_database_for_tenants(conn: psycopg.Connection, what: str) -> list[str]:
-    """In a database tenants can connect to but own nothing in: no CREATE in public, no large objects."""
-    actions = []
-    public = _fetch_one(conn, sql.schema_state("public"))
-    if public is not None and "CREATE" in public["public_privileges"]:
-        conn.execute(sql.revoke_create_on_public_schema())
-        actions.append(f"revoked CREATE on schema public from PUBLIC in {what}")
-    if _fetch_one(conn, sql.public_large_object_creators()) is not None:
-        conn.execute(sql.revoke_large_object_creators_from_public())
-        actions.append(f"revoked large object creation in {what} from PUBLIC")
-    return actions
-
-
-def _lock_server_databases(conn: psycopg.Connection, maintenance: str) -> list[str]:
-    """The maintenance database loses TEMPORARY for PUBLIC, template1 CONNECT and TEMPORARY."""
-    actions = []
-    state = _fetch_row(conn, sql.database_state(maintenance))
-    if "TEMPORARY" in state["public_privileges"]:
-        conn.execute(sql.revoke_temporary_from_public(maintenance))
-        actions.append(f"revoked TEMPORARY on database {maintenance} from PUBLIC")
-    template = _fetch_one(conn, sql.database_state(TEMPLATE_DATABASE))
-    if template is not None and {"CONNECT", "TEMPORARY"} & set(template["public_privileges"]):
-        conn.execute(sql.revoke_database_from_public(TEMPLATE_DATABASE))
-        actions.append(f"revoked CONNECT, TEMPORARY on database {TEMPLATE_DATABASE} from PUBLIC")
-    return actions
-
-
-def _best_effort(step) -> list[str]:
-    """Hardening of databases the operator does not own: an admin that may not change them
-    (a managed service's restricted superuser) gets a warning, not an operator that cannot start."""
-    try:
-        return step()
-    except psycopg.errors.InsufficientPrivilege as error:
-        log.warning("could not restrict PUBLIC on the server's own databases: %s", " ".join(str(error).split()))
-        return []
-
-
 def ensure_tenant_data(
     admin_dsn: str,
     placement: DataPlacement,
@@ -244,11 +111,11 @@ def ensure_tenant_data(
     """
     actions: list[str] = []
     if placement.tier == ISOLATED:
-        with _connect(admin_dsn) as admin:
+        with admin_session(admin_dsn) as admin:
             actions += _ensure_role(admin, placement, password, connection_limit, login)
             actions += _ensure_database(admin, placement.database, placement.role)
     # Roles are cluster-wide: in the shared tier one connection does it all.
-    with _connect(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as data:
+    with admin_session(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as data:
         if placement.tier == SHARED:
             actions += _ensure_role(data, placement, password, connection_limit, login)
         actions += _ensure_schema(data, placement.schema, placement.role)
@@ -262,8 +129,8 @@ def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
 
     Returns whether the LOGIN attribute changed.
     """
-    with _connect(admin_dsn) as conn:
-        state = _fetch_one(conn, sql.role_state(role))
+    with admin_session(admin_dsn) as conn:
+        state = fetch_one(conn, sql.role_state(role))
         if state is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
         changed = state["rolcanlogin"] != enabled
@@ -273,15 +140,6 @@ def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
             # NOLOGIN only stops new sessions; a suspended tenant keeps none.
             conn.execute(*sql.terminate_sessions(role))
         return changed
-
-
-def rotate_password(admin_dsn: str, role: str, password: str) -> None:
-    if not password:
-        raise ValueError("the new password is empty")
-    with _connect(admin_dsn) as conn:
-        if _fetch_one(conn, sql.role_state(role)) is None:
-            raise RoleMissing(f"PostgreSQL role {role} does not exist")
-        conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
 
 
 class StillConnected(Exception):
@@ -300,8 +158,8 @@ def lock_out(admin_dsn: str, role: str) -> str:
     did meanwhile (a password of its choosing, a membership) does not survive it.
     """
     password = new_password()
-    with _connect(admin_dsn) as conn:
-        if _fetch_one(conn, sql.role_state(role)) is None:
+    with admin_session(admin_dsn) as conn:
+        if fetch_one(conn, sql.role_state(role)) is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
         conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
         conn.execute(sql.alter_role_login(role, True))
@@ -310,7 +168,7 @@ def lock_out(admin_dsn: str, role: str) -> str:
             conn.execute(sql.revoke_membership(role, member))
         for who in [role, *members]:
             conn.execute(*sql.terminate_sessions(who))
-        left = _fetch_row(conn, sql.sessions_of([role, *members]))["sessions"]
+        left = fetch_row(conn, sql.sessions_of([role, *members]))["sessions"]
         if left:
             raise StillConnected(f"{left} session(s) of role {role} did not end; writes are not frozen yet")
     return password
@@ -318,8 +176,8 @@ def lock_out(admin_dsn: str, role: str) -> str:
 
 def restore_password(admin_dsn: str, role: str, password: str, login: bool) -> None:
     """End a move's freeze: the password of the tenant's Secret is the role's again, LOGIN as the spec says."""
-    with _connect(admin_dsn) as conn:
-        if _fetch_one(conn, sql.role_state(role)) is None:
+    with admin_session(admin_dsn) as conn:
+        if fetch_one(conn, sql.role_state(role)) is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
         conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
         conn.execute(sql.alter_role_login(role, login))
@@ -329,12 +187,12 @@ def restore_password(admin_dsn: str, role: str, password: str, login: bool) -> N
 
 def revoke_connect(admin_dsn: str, database: str, role: str) -> None:
     """The role may no longer connect to `database` (the shared one, once its tenant moved away)."""
-    with _connect(admin_dsn) as conn:
+    with admin_session(admin_dsn) as conn:
         conn.execute(sql.revoke_connect(database, role))
 
 
 def grant_connect(admin_dsn: str, database: str, role: str) -> None:
-    with _connect(admin_dsn) as conn:
+    with admin_session(admin_dsn) as conn:
         conn.execute(sql.grant_connect(database, role))
 
 
@@ -347,19 +205,19 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
     with DependentObjectsStillExist: drop that placement too, then call again.
     """
     actions: list[str] = []
-    with _connect(admin_dsn) as admin:
-        role_exists = _fetch_one(admin, sql.role_state(placement.role)) is not None
+    with admin_session(admin_dsn) as admin:
+        role_exists = fetch_one(admin, sql.role_state(placement.role)) is not None
         if role_exists:
             # Block new sessions, then end the open ones: they hold locks DROP waits for.
             admin.execute(sql.alter_role_login(placement.role, False))
             admin.execute(*sql.terminate_sessions(placement.role))
         if placement.tier == ISOLATED:
-            if _fetch_one(admin, sql.database_state(placement.database)) is not None:
+            if fetch_one(admin, sql.database_state(placement.database)) is not None:
                 admin.execute(sql.drop_database(placement.database))
                 actions.append("dropped database")
         else:
-            with _connect(_data_dsn(admin_dsn, placement)) as data:
-                if _fetch_one(data, sql.schema_state(placement.schema)) is not None:
+            with admin_session(_data_dsn(admin_dsn, placement)) as data:
+                if fetch_one(data, sql.schema_state(placement.schema)) is not None:
                     data.execute(sql.drop_schema(placement.schema))
                     actions.append("dropped schema")
         if role_exists:
@@ -386,7 +244,7 @@ def _revoke_grants_of_others(admin: psycopg.Connection, admin_dsn: str, role: st
     for dependency in dependencies:
         if dependency["owns"] or not dependency["database"]:
             continue
-        with _connect(make_conninfo(admin_dsn, dbname=dependency["database"]), tenant_database=True) as conn:
+        with admin_session(make_conninfo(admin_dsn, dbname=dependency["database"]), tenant_database=True) as conn:
             conn.execute(sql.drop_owned_by(role))
         actions.append(f"revoked privileges granted in database {dependency['database']}")
     return actions
@@ -395,10 +253,10 @@ def _revoke_grants_of_others(admin: psycopg.Connection, admin_dsn: str, role: st
 def tenant_data_exists(admin_dsn: str, placement: DataPlacement) -> bool:
     """Whether the placement's schema (shared) or database (isolated) exists; the role is not data."""
     if placement.tier == ISOLATED:
-        with _connect(admin_dsn) as admin:
-            return _fetch_one(admin, sql.database_state(placement.database)) is not None
-    with _connect(_data_dsn(admin_dsn, placement)) as data:
-        return _fetch_one(data, sql.schema_state(placement.schema)) is not None
+        with admin_session(admin_dsn) as admin:
+            return fetch_one(admin, sql.database_state(placement.database)) is not None
+    with admin_session(_data_dsn(admin_dsn, placement)) as data:
+        return fetch_one(data, sql.schema_state(placement.schema)) is not None
 
 
 # --- the steps of ensure_tenant_data --------------------------------------------
@@ -408,7 +266,7 @@ def _ensure_role(
     login: bool | None = None,
 ) -> list[str]:
     role = placement.role
-    state = _fetch_one(conn, sql.role_state(role, placement.schema))
+    state = fetch_one(conn, sql.role_state(role, placement.schema))
     actions = []
     if state is None:
         if password is None:
@@ -445,11 +303,11 @@ def _role_attributes_ok(state: dict[str, Any], connection_limit: int) -> bool:
 
 def _ensure_database(conn: psycopg.Connection, database: str, owner: str) -> list[str]:
     actions = []
-    state = _fetch_one(conn, sql.database_state(database, owner))
+    state = fetch_one(conn, sql.database_state(database, owner))
     if state is None:
         conn.execute(sql.create_database(database, owner))
         actions.append("created database")
-        state = _fetch_row(conn, sql.database_state(database, owner))
+        state = fetch_row(conn, sql.database_state(database, owner))
     elif state["owner"] != owner:
         conn.execute(sql.alter_database_owner(database, owner))
         actions.append("changed database owner")
@@ -464,7 +322,7 @@ def _ensure_database(conn: psycopg.Connection, database: str, owner: str) -> lis
 
 
 def _ensure_schema(conn: psycopg.Connection, schema: str, owner: str) -> list[str]:
-    state = _fetch_one(conn, sql.schema_state(schema))
+    state = fetch_one(conn, sql.schema_state(schema))
     if state is None:
         conn.execute(sql.create_schema(schema, owner))
         # A new schema gives PUBLIC nothing, unless an admin set default privileges.
@@ -483,7 +341,7 @@ def _ensure_schema(conn: psycopg.Connection, schema: str, owner: str) -> list[st
 def _ensure_public_schema_locked(conn: psycopg.Connection) -> list[str]:
     """In PG15+ `public` belongs to pg_database_owner, i.e. the tenant: it could then
     create there, and grant others rights there. The admin takes it over instead."""
-    state = _fetch_one(conn, sql.schema_state("public"))
+    state = fetch_one(conn, sql.schema_state("public"))
     if state is None:
         return []
     actions = []
@@ -507,108 +365,6 @@ def _scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
     return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
-def _fetch_one(conn: psycopg.Connection, query: sql.Query) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(*query).fetchone()
-
-
-def first_row(cursor: psycopg.Cursor[Any]) -> Any:
-    """The row of a statement that always answers one (an aggregate, a function call)."""
-    row = cursor.fetchone()
-    if row is None:
-        raise psycopg.ProgrammingError("no row from a statement that always answers one")
-    return row
-
-
-def _fetch_row(conn: psycopg.Connection, query: sql.Query) -> dict[str, Any]:
-    """The one row of a query that always answers one (an aggregate, an object known to exist)."""
-    row = _fetch_one(conn, query)
-    if row is None:
-        raise psycopg.ProgrammingError(f"no row from a query that always answers one: {query.statement!r}")
-    return row
-
-
-def admin_session_dsn(dsn: str, tenant_database: bool = False) -> str:
-    """The admin conninfo with the session settings no database owner can override.
-
-    `tenant_database`: the session goes into a database a tenant owns (isolated tier).
-    Settings already in the DSN's `options` are kept; ours come last, so they win.
-    """
-    settings = TENANT_DATABASE_SESSION_SETTINGS if tenant_database else ADMIN_SESSION_SETTINGS
-    ours = " ".join(f"-c {key}={value}" for key, value in settings.items())
-    theirs = _parse_dsn(dsn).get("options")
-    return make_conninfo(dsn, options=f"{theirs} {ours}" if theirs else ours, application_name=_application_name)
-
-
-@functools.lru_cache(maxsize=4096)
-def _session_conninfo(dsn: str, tenant_database: bool) -> tuple[str, dict[str, Any]]:
-    """What _connect connects with, and the DSN's parts for messages; parsing a conninfo costs more than a query."""
-    params = _parse_dsn(dsn)
-    dsn = admin_session_dsn(dsn, tenant_database)
-    if "connect_timeout" not in params:
-        dsn = make_conninfo(dsn, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
-    return dsn, params
-
-
-IDLE_SESSIONS = IdleSessions()
-
-
-@contextmanager
-def _connect(dsn: str, tenant_database: bool = False) -> Iterator[psycopg.Connection]:
-    """An admin session: one kept open from before when there is one, except in a tenant's own database."""
-    dsn, params = _session_conninfo(dsn, tenant_database)
-    conn = None if tenant_database else IDLE_SESSIONS.take(dsn)
-    if conn is None:
-        try:
-            conn = psycopg.connect(dsn, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise _unavailable(params, exc) from None
-    try:
-        yield conn
-    except psycopg.Error as exc:
-        lost = conn.broken
-        conn.close()
-        if lost or _means_unavailable(exc):
-            raise _unavailable(params, exc) from None
-        raise
-    except BaseException:
-        conn.close()
-        raise
-    if tenant_database:
-        conn.close()
-    else:
-        IDLE_SESSIONS.give(dsn, conn)
-
-
-def _parse_dsn(dsn: str) -> dict[str, Any]:
-    try:
-        return conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # libpq's parse errors quote the offending text, which may be the password.
-        raise ValueError("the admin DSN is not a valid libpq connection string") from None
-
-
-def _means_unavailable(exc: psycopg.Error) -> bool:
-    state = exc.sqlstate or ""
-    return isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(_UNAVAILABLE_SQLSTATES))
-
-
-def _unavailable(params: dict[str, Any], exc: psycopg.Error) -> DatabaseUnavailable:
-    """A message naming the server and libpq's reason, scrubbed of the password.
-
-    Raised `from None`: a chained psycopg error would print its own text into
-    the operator's log, and that is text we did not check.
-    """
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    password = params.get("password")
-    if password:
-        reason = reason.replace(str(password), "***")
-    where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
-    return DatabaseUnavailable(f"PostgreSQL at {where} is unavailable: {reason}")
-
-
-# --- snapshots (reclaimPolicy Snapshot) --------------------------------------------
-
 @dataclasses.dataclass(frozen=True)
 class TableName:
     schema: str
@@ -620,7 +376,7 @@ class TableName:
 def snapshot_tables(admin_dsn: str, placement: DataPlacement) -> list[TableName]:
     """The tables a snapshot of the placement must contain (its schema, or the whole database)."""
     schema = placement.schema if placement.tier == SHARED else None
-    with _connect(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as conn:
+    with admin_session(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as conn:
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(*sql.snapshot_tables(schema)).fetchall()
     return [TableName(row["schema"], row["name"], row["has_data"]) for row in rows]

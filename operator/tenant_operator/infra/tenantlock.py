@@ -9,7 +9,7 @@ If the lock was taken away, that session is gone, and so is every statement that
 would have run on it.
 
 Taking it away: a holder is another process when its session's application_name
-(set on every session the operator opens, `postgres.identify`) names another
+(set on every session the operator opens, `connection.identify`) names another
 identity. The caller decides whether it may break the lock (the leader, which
 the Lease proves is the only one entitled to act); breaking ends every session of
 the old holder, its COPY and pg_restore sessions as well as the one holding the
@@ -22,7 +22,7 @@ import logging
 
 import psycopg
 
-from tenant_operator.infra import postgres
+from tenant_operator.infra import connection
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class TenantLock:
     """The lock for one tenant, held from acquire() until release() (or the session's end)."""
 
     def __init__(self, dsn: str, tenant: str):
-        self.dsn = postgres.admin_session_dsn(dsn)
+        self.dsn = connection.admin_session_dsn(dsn)
         self.tenant = tenant
         self._session: psycopg.Connection | None = None
 
@@ -58,7 +58,7 @@ class TenantLock:
         try:
             self._session = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as error:
-            raise postgres.DatabaseUnavailable(f"cannot take the lock of tenant {self.tenant}: "
+            raise connection.DatabaseUnavailable(f"cannot take the lock of tenant {self.tenant}: "
                                                f"{' '.join(str(error).split())}") from None
         try:
             if self._try():
@@ -66,7 +66,7 @@ class TenantLock:
             holder = self._holder()
             if holder is None and self._try():
                 return
-            if holder is None or holder == postgres.application_name() or not may_break:
+            if holder is None or holder == connection.application_name() or not may_break:
                 raise LockBusy(f"another session ({holder or 'unknown'}) holds the lock of tenant {self.tenant}")
             ended = self._end_sessions_of(holder)
             log.warning("tenant %s: took the tenant lock from %s (ended %d of its sessions)", self.tenant, holder,
@@ -78,7 +78,7 @@ class TenantLock:
             raise
 
     def _try(self) -> bool:
-        return bool(postgres.first_row(self.session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+        return bool(connection.first_row(self.session.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                                                             [LOCK_CLASS, self.tenant]))[0])
 
     def _holder(self) -> str | None:
@@ -92,7 +92,7 @@ class TenantLock:
         return row[0] if row else None
 
     def _end_sessions_of(self, application_name: str) -> int:
-        if not application_name.startswith(postgres.APPLICATION_PREFIX):
+        if not application_name.startswith(connection.APPLICATION_PREFIX):
             raise LockBusy(f"the lock of tenant {self.tenant} is held by {application_name!r}, not an operator")
         rows = self.session.execute(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
@@ -102,7 +102,7 @@ class TenantLock:
     def check(self) -> None:
         """Prove the lock is still ours: its session answers and holds it."""
         try:
-            held = self._session is not None and postgres.first_row(self._session.execute(
+            held = self._session is not None and connection.first_row(self._session.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'"
                 " AND granted AND classid = %s::bigint::oid AND objid = (hashtext(%s)::bigint & 4294967295)::oid)",
                 [LOCK_CLASS, self.tenant]))[0]

@@ -42,14 +42,8 @@ from psycopg import sql as q
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenant_operator.infra import sql
-from tenant_operator.infra.postgres import (
-    DatabaseUnavailable,
-    DataPlacement,
-    admin_session_dsn,
-    application_name,
-    ensure_tenant_data,
-    first_row,
-)
+from tenant_operator.infra.connection import DatabaseUnavailable, admin_session_dsn, application_name, first_row
+from tenant_operator.infra.postgres import DataPlacement, ensure_tenant_data
 
 MARKER = "tenant-operator: migration target"
 QUARANTINE_SEPARATOR = "$"  # never part of a tenant's identifier, so no tenant can collide

@@ -26,7 +26,7 @@ from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access as access_
-from tenant_operator.infra import metrics, postgres
+from tenant_operator.infra import connection, metrics, postgres
 from tenant_operator.infra.kube import KubeAPI
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.state import annotation, available, secret_password
@@ -193,7 +193,7 @@ def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False)
         if rotating:
             ctx.events.post(tenant, "PasswordRotated", f"new password for role {placement.role}")
         _ensure_route(ctx, tenant, tier, placement, known_absent=fresh)
-    except postgres.DatabaseUnavailable as error:
+    except connection.DatabaseUnavailable as error:
         return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error))
     except ApiException as error:
         return Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error))

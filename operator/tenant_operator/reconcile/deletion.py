@@ -41,7 +41,7 @@ from tenant_operator.api.conditions import Condition
 from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import access, metrics, postgres, snapshot, tierdata
+from tenant_operator.infra import access, connection, metrics, postgres, snapshot, tierdata
 from tenant_operator.infra.fence import Deposed
 from tenant_operator.infra.tenantlock import LockBusy
 from tenant_operator.reconcile import migration
@@ -87,7 +87,7 @@ def finalize(ctx: Context, tenant: Tenant) -> Outcome:
     except Deposed as deposed:
         log.warning("tenant %s: deletion stops here: %s", tenant.name, deposed)
         return Outcome()
-    except postgres.DatabaseUnavailable as error:
+    except connection.DatabaseUnavailable as error:
         log.warning("tenant %s: cannot reach PostgreSQL to finalize: %s", tenant.name, error)
         _report(ctx, tenant, "DatabaseUnavailable",
                 f"reclaimPolicy {policy}: {error}; the namespace stays until the data is dealt with, retrying",

@@ -42,7 +42,7 @@ from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import faults, metrics, postgres, tierdata
+from tenant_operator.infra import connection, faults, metrics, postgres, tierdata
 from tenant_operator.infra.fence import Authority, Deposed
 from tenant_operator.infra.tenantlock import LockBusy, TenantLock
 from tenant_operator.reconcile.context import Context, Outcome
@@ -100,7 +100,7 @@ def advance(ctx: Context, tenant: Tenant, plan: TenantPlan) -> Outcome:
     except Superseded as superseded:
         log.info("tenant %s: migration looks again: %s", tenant.name, superseded)
         return Outcome(requeue_after=0.5)
-    except postgres.DatabaseUnavailable as error:
+    except connection.DatabaseUnavailable as error:
         log.warning("tenant %s: migration waits for PostgreSQL: %s", tenant.name, error)
         return Outcome(failed=True)
 
@@ -159,7 +159,7 @@ class _Move:
             except _Wait as waiting:
                 self.checkpoint(str(waiting))
                 return Outcome(requeue_after=2.0)
-            except postgres.DatabaseUnavailable as error:
+            except connection.DatabaseUnavailable as error:
                 self.authority.check("report that PostgreSQL is unavailable")
                 self.checkpoint(f"step {step} waits for PostgreSQL: {error}")
                 return Outcome(failed=True)
@@ -256,7 +256,7 @@ class _Move:
                                       bin_dir=self.ctx.settings.pg_bin_dir, between_tables=between_tables)
         seconds = time.monotonic() - started
         metrics.MIGRATION_COPY_SECONDS.observe(seconds)
-        faults.reached("copy:done", dsn=postgres.admin_session_dsn(self.ctx.settings.admin_dsn(self.target.database)),
+        faults.reached("copy:done", dsn=connection.admin_session_dsn(self.ctx.settings.admin_dsn(self.target.database)),
                        schema=self.target.schema, table=next(iter(copied), None))
         log.info("tenant %s: copied %d rows in %d tables in %.2fs", self.tenant.name, sum(copied.values()),
                  len(copied), seconds)
@@ -287,7 +287,7 @@ class _Move:
         converged = self._converge(self.target.tier)
         if converged.refused or converged.outcome.failed:
             broken = [p for p in converged.parts if p.ok is False]
-            raise postgres.DatabaseUnavailable(broken[0].message if broken else "the target is not ready")
+            raise connection.DatabaseUnavailable(broken[0].message if broken else "the target is not ready")
         if not record.get("unfrozen"):
             self.authority.check("let the tenant log in again")
             self._unfreeze()

@@ -23,7 +23,7 @@ from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
-from tenant_operator.infra import access, events, metrics, postgres
+from tenant_operator.infra import access, connection, events, metrics, shared_database
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.listing import MAX_AGE_SECONDS, ListedKube
 from tenant_operator.reconcile.context import Context, Outcome
@@ -80,7 +80,7 @@ class Controller:
             self.plans.setdefault(plan["metadata"]["name"], plan)
         settings, kube = self.context.settings, self.kube
         self.context = dataclasses.replace(self.context, access=access.Access.from_settings(settings))
-        postgres.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
+        shared_database.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
         infrastructure = render.shared_infrastructure(settings)
         if self.context.access:
             access.ensure_namespace(kube, self.context.access, infrastructure[0], self.context.access.shared_role)
@@ -113,7 +113,7 @@ class Controller:
             await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, running, drain_seconds)
         self.executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self.context.events.flush, EVENTS_FLUSH_SECONDS)
-        postgres.IDLE_SESSIONS.close()  # sessions still in use by a reconcile left running end with the process
+        connection.IDLE_SESSIONS.close()  # sessions still in use by a reconcile left running end with the process
 
     def leadership_gained(self) -> None:
         """Reconcile every tenant: the previous leader may have left any of them half done."""

@@ -21,7 +21,7 @@ import kopf
 
 from tenant_operator.api.names import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from tenant_operator.api.settings import from_environment
-from tenant_operator.infra import metrics, postgres
+from tenant_operator.infra import connection, metrics
 from tenant_operator.infra.access import AccessPending
 from tenant_operator.infra.kube import Kube, api_client
 from tenant_operator.runtime.controller import Controller
@@ -49,12 +49,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.watching.label_selectors["apps", "deployments"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     operator_settings = from_environment()
     identity = default_identity()
-    postgres.identify(identity)  # names every PostgreSQL session of this process (tenantlock.py)
+    connection.identify(identity)  # names every PostgreSQL session of this process (tenantlock.py)
     kube = Kube(api_client())
     controller = Controller.create(kube, operator_settings)
     try:
         await asyncio.get_running_loop().run_in_executor(controller.executor, controller.prepare)
-    except postgres.DatabaseUnavailable as error:
+    except connection.DatabaseUnavailable as error:
         controller.executor.shutdown(wait=False)
         raise kopf.TemporaryError(f"PostgreSQL is not reachable yet: {error}", delay=5) from None
     except AccessPending as error:
