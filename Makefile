@@ -4,7 +4,7 @@ VENV := .venv
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test unit e2e bench crds manifests assets system clean
+.PHONY: run test check unit e2e bench crds manifests assets system clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	bash hack/ensure-system.sh
@@ -21,9 +21,15 @@ assets: $(INSTALLED)
 run: assets
 	$(VENV)/bin/tenant-operator dev $(ARGS)
 
-## Every test: unit, then end-to-end against the real API server and PostgreSQL.
-test: assets
+## Every test: the code's own checks, unit, then end-to-end against the real API server and PostgreSQL.
+test: assets check
 	$(VENV)/bin/pytest $(ARGS)
+
+## The layer contract (import-linter), types (mypy) and lint (ruff); configuration in pyproject.toml.
+check: $(INSTALLED)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff check operator tests bench hack
 
 unit: $(INSTALLED)
 	$(VENV)/bin/pytest tests/unit $(ARGS)
