@@ -61,7 +61,7 @@ def test_checked_in_crds_match_models(documents):
     on_disk = {path.name: yaml.safe_load(path.read_text()) for path in sorted(CRD_DIR.glob("*.yaml"))}
 
     assert on_disk == documents, (
-        "crds/ is out of date with tenant_operator/model.py: run `tenant-operator crds` "
+        "crds/ is out of date with tenant_operator/api: run `tenant-operator crds` "
         "(or python -c 'from tenant_operator.api.crds import write_crds; write_crds(\"crds\")') and commit the result"
     )
 

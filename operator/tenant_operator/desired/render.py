@@ -66,7 +66,7 @@ def _resource_map(resources: dict | None) -> dict[str, str]:
     return {key: str(quantity) for key, quantity in sorted((resources or {}).items())}
 
 
-# The key rules beyond the CRD's (model.py refuses unknown names and fractional counts
+# The key rules beyond the CRD's (api/fields.py refuses unknown names and fractional counts
 # already); kept here so that what the operator applies never depends on admission alone.
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _QUALIFIED_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
