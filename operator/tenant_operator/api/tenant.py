@@ -226,9 +226,6 @@ class Tenant(BaseModel):
         """The status as the API server holds it (JSON names, nothing the body did not have)."""
         return self.status.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
-    def conditions_json(self) -> list[dict[str, Any]]:
-        return self.status_json().get("conditions", [])
-
     def migration_record(self) -> dict[str, Any]:
         """A copy of status.migration to work on ({} when no migration runs)."""
         return self.status_json().get("migration") or {}
