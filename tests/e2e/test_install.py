@@ -345,6 +345,7 @@ class TestHelmInstall:
         ("delete", "namespaces", "no"),
         ("patch", "namespaces", "no"),
         ("list", "tenants.tenancy.dev", "yes"),
+        ("get", "tenants.tenancy.dev", "yes"),
         ("get", "secrets", "no"),
         ("list", "secrets", "no"),
         ("list", "configmaps", "no"),

@@ -247,7 +247,8 @@ def test_cluster_role_covers_every_kind_the_operator_applies(helm):
     assert _verbs(cluster, "", "namespaces") == {"get", "list", "watch", "create"}
     assert _verbs(tenant, "", "namespaces") == {"patch", "delete"}
     assert _verbs(shared, "", "namespaces") == {"patch"}
-    assert _verbs(cluster, names.GROUP, "tenants") == {"list", "watch", "patch"}
+    # get: a move reads its Tenant again before every step (a flip-back or deletion stops it).
+    assert _verbs(cluster, names.GROUP, "tenants") == {"get", "list", "watch", "patch"}
     assert _verbs(cluster, names.GROUP, "tenants/status") == {"patch"}
     assert _verbs(cluster, names.GROUP, "tenantplans") == {"list", "watch"}
     # The shared Deployment is watched by kopf, in that namespace only (cli.py).
