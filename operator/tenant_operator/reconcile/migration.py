@@ -57,6 +57,10 @@ class VerificationFailed(Exception):
     pass
 
 
+class _TargetNotReady(Exception):
+    """The switch could not bring a part of the tenant to the target tier (told in the message)."""
+
+
 class _Wait(Exception):
     """The step is waiting on something outside (workloads becoming Available)."""
 
@@ -162,6 +166,11 @@ class _Move:
             except connection.DatabaseUnavailable as error:
                 self.authority.check("report that PostgreSQL is unavailable")
                 self.checkpoint(f"step {step} waits for PostgreSQL: {error}")
+                return Outcome(failed=True)
+            except _TargetNotReady as error:
+                log.warning("tenant %s: migration step %s waits for the target: %s", name, step, error)
+                self.authority.check("report what the target lacks")
+                self.checkpoint(f"step {step} waits for the target: {error}")
                 return Outcome(failed=True)
             except (VerificationFailed, tierdata.TargetNotEmpty, tierdata.ToolFailed, postgres.StillConnected,
                     psycopg.Error) as error:
@@ -286,8 +295,8 @@ class _Move:
         self.authority.check("point the tenant at the target")
         converged = self._converge(self.target.tier)
         if converged.refused or converged.outcome.failed:
-            broken = [p for p in converged.parts if p.ok is False]
-            raise connection.DatabaseUnavailable(broken[0].message if broken else "the target is not ready")
+            broken = [f"{p.type} {p.reason}: {p.message}" for p in converged.parts if p.ok is False]
+            raise _TargetNotReady("; ".join(broken) or "the target is not ready")
         if not record.get("unfrozen"):
             self.authority.check("let the tenant log in again")
             self._unfreeze()
