@@ -363,7 +363,8 @@ def test_one_replica_runs_standalone_without_a_lease(helm):
 
     assert container(documents)["args"][:2] == ["run", "--standalone"]
     assert "--leader-election" not in container(documents)["args"]
-    assert not [d for d in documents if d["kind"] in ("Role", "PodDisruptionBudget")]
+    assert not [d for d in documents if d["kind"] == "PodDisruptionBudget"]
+    assert not [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader-election")]
     assert not _verbs(_rules(documents), "coordination.k8s.io", "leases")
 
 

@@ -17,6 +17,7 @@ QUOTA_READY = "QuotaReady"
 DATABASE_READY = "DatabaseReady"
 WORKLOADS_READY = "WorkloadsReady"
 MIGRATING = "Migrating"
+SCHEMA_READY = "SchemaReady"
 
 PARTS = (NAMESPACE_READY, QUOTA_READY, DATABASE_READY, WORKLOADS_READY)
 
@@ -52,7 +53,7 @@ def merge(current: Iterable[dict], updates: Iterable[Condition], generation: int
             "observedGeneration": generation,
             "lastTransitionTime": since,
         }
-    order = [READY, *PARTS, MIGRATING]
+    order = [READY, *PARTS, SCHEMA_READY, MIGRATING]
     return sorted(by_type.values(), key=lambda c: (order.index(c["type"]) if c["type"] in order else 99, c["type"]))
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from tenant_operator.api import names
 from tenant_operator.api.plan import TenantPlanSpec
+from tenant_operator.api.schema import DatabaseSchemaSpec, DatabaseSchemaStatus
 from tenant_operator.api.tenant import TenantSpec, TenantStatus
 
 HEADER = (
@@ -299,9 +300,34 @@ def tenant_plan_crd() -> dict[str, Any]:
     )
 
 
+def database_schema_crd() -> dict[str, Any]:
+    schema = _version_schema(
+        structural_schema(DatabaseSchemaSpec),
+        structural_schema(DatabaseSchemaStatus),
+        "The application's schema: ordered migrations every tenant on a plan naming it is born with, and how new "
+        "versions roll out across those tenants.",
+        [{"rule": "size(self.metadata.name) <= 253", "message": "DatabaseSchema name must be at most 253 characters",
+          "fieldPath": ".metadata.name"}],
+    )
+    return _crd(
+        kind="DatabaseSchema",
+        plural="databaseschemas",
+        short_names=["dbschema"],
+        schema=schema,
+        columns=[
+            {"name": "Latest", "type": "integer", "jsonPath": ".status.latestVersion"},
+            {"name": "At-Latest", "type": "integer", "jsonPath": ".status.atLatest"},
+            {"name": "Pending", "type": "integer", "jsonPath": ".status.pending"},
+            {"name": "Failed", "type": "integer", "jsonPath": ".status.failed"},
+            {"name": "Halted", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Halted")].status'},
+            _AGE,
+        ],
+    )
+
+
 def crd_documents() -> dict[str, dict[str, Any]]:
     """File name -> CRD, as written to crds/."""
-    documents = [tenant_crd(), tenant_plan_crd()]
+    documents = [tenant_crd(), tenant_plan_crd(), database_schema_crd()]
     return {f"{names.GROUP}_{doc['spec']['names']['plural']}.yaml": doc for doc in documents}
 
 

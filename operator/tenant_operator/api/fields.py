@@ -296,6 +296,18 @@ NamespaceName = _matching(
     "or digit, such as ci",
     max_length=63,
 )
+SchemaName = _matching(
+    DNS_SUBDOMAIN_PATTERN,
+    "must be the name of a DatabaseSchema: lowercase letters, digits, '-' and '.', starting and ending "
+    "with a letter or digit, such as shop",
+    max_length=253,
+)
+ConfigMapName = _matching(
+    DNS_SUBDOMAIN_PATTERN,
+    "must be the name of a ConfigMap: lowercase letters, digits, '-' and '.', starting and ending "
+    "with a letter or digit, such as shop-migrations",
+    max_length=253,
+)
 TemplateName = _matching(
     r"^[a-z0-9][a-z0-9-]*$",
     "must be the name of a workload template: lowercase letters, digits and '-', starting with a "

@@ -47,10 +47,12 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("coordination.k8s.io/v1", "Lease", "leases", True),
         Kind(API_VERSION, "Tenant", "tenants", False),
         Kind(API_VERSION, "TenantPlan", "tenantplans", False),
+        Kind(API_VERSION, "DatabaseSchema", "databaseschemas", False),
     )
 }
 TENANT = KINDS[(API_VERSION, "Tenant")]
 TENANT_PLAN = KINDS[(API_VERSION, "TenantPlan")]
+DATABASE_SCHEMA = KINDS[(API_VERSION, "DatabaseSchema")]
 
 
 def kind_of(manifest: Mapping[str, Any]) -> Kind:

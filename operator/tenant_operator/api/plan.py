@@ -11,6 +11,7 @@ from tenant_operator.api.fields import (
     DisplayName,
     QuotaMap,
     ResourceMap,
+    SchemaName,
     SpecModel,
     TemplateName,
     Tier,
@@ -58,6 +59,14 @@ class TierWorkloads(SpecModel):
     isolated: WorkloadSpec | None = Field(default=None, description="Workloads of each isolated tenant.")
 
 
+class PlanDatabaseSpec(SpecModel):
+    """What the tenants on the plan find in their database."""
+
+    schema_name: SchemaName | None = Field(
+        default=None, alias="schema",
+        description="The DatabaseSchema every tenant on the plan is born with and follows.")
+
+
 class TenantPlanSpec(SpecModel):
     """A plan tenants subscribe to: quotas, container limits, allowed tiers and workloads."""
 
@@ -75,6 +84,7 @@ class TenantPlanSpec(SpecModel):
         description="Tiers a tenant on this plan may use.",
     )
     workloads: TierWorkloads = Field(default=TierWorkloads(), description="Workloads rendered per tier.")
+    database: PlanDatabaseSpec = Field(default=PlanDatabaseSpec(), description="The tenants' data.")
 
 
 class TenantPlan(BaseModel):

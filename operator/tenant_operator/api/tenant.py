@@ -123,6 +123,11 @@ class DatabaseStatus(StatusModel):
     database: str | None = Field(default=None, description="Database name.")
     schema_name: str | None = Field(default=None, alias="schema", description="Schema name.")
     secret_name: str | None = Field(default=None, description="Secret in the tenant namespace holding the credentials.")
+    schema_version: int | None = Field(default=None, description="Version of the application's schema applied.")
+    schema_failed_version: int | None = Field(
+        default=None, description="A version that failed here; retried once the DatabaseSchema changes.")
+    schema_failed_generation: int | None = Field(
+        default=None, description="The DatabaseSchema's generation when that version failed.")
 
 
 class TableProgress(StatusModel):

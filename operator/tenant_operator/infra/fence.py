@@ -10,8 +10,9 @@ gets 409 Conflict instead of overwriting it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tenant_operator.infra.tenantlock import LockLost, TenantLock
 
@@ -32,3 +33,12 @@ class Authority:
             self.lock.check()
         except LockLost as error:
             raise Deposed(f"{error}: not going on to {before}") from None
+
+
+@contextlib.contextmanager
+def authority_over(admin_dsn: str, tenant_name: str, leading: Callable[[], bool]) -> Iterator[Authority]:
+    """The tenant's lock, taken (from a deposed holder too, when we lead) for the block."""
+    lock = TenantLock(admin_dsn, tenant_name)
+    lock.acquire(may_break=leading())
+    with lock:
+        yield Authority(leading, lock)

@@ -23,6 +23,12 @@ MIGRATION_FREEZE = Histogram("tenant_operator_migration_freeze_seconds", "Writes
 MIGRATION_COPY_SECONDS = Histogram("tenant_operator_migration_copy_seconds",
                                    "Duration of the copy step (schema and rows) of a tier migration",
                                    buckets=(0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800))
+SCHEMA_MIGRATIONS = Counter("tenant_operator_schema_migrations_total",
+                            "Versions of a DatabaseSchema applied to tenants, by schema, version and outcome",
+                            ["schema", "version", "outcome"])
+ROLLOUT_SECONDS = Histogram("tenant_operator_schema_rollout_duration_seconds",
+                            "From a DatabaseSchema's new latest version to every tenant at it",
+                            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200))
 TENANTS = Gauge("tenant_operator_tenants", "Tenants by phase, tier and plan", ["phase", "tier", "plan"])
 
 _tenant_labels: dict[str, tuple[str, str, str]] = {}
@@ -36,6 +42,10 @@ def serve(port: int) -> None:
 def observe_reconcile(seconds: float, result: str) -> None:
     RECONCILES.labels(result).inc()
     RECONCILE_SECONDS.observe(seconds)
+
+
+def count_schema_migration(schema: str, version: int, outcome: str) -> None:
+    SCHEMA_MIGRATIONS.labels(schema, str(version), outcome).inc()
 
 
 def count_write(target: str, amount: int = 1) -> None:

@@ -10,12 +10,15 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from tenant_operator.api.schema import DatabaseSchema
 from tenant_operator.api.settings import Settings
+from tenant_operator.api.tenant import Tenant
 from tenant_operator.infra import access as access_
 from tenant_operator.infra import events
 from tenant_operator.infra.kube import KubeAPI
+from tenant_operator.infra.schemas import SchemaCatalog
 
 
 class Recent:
@@ -45,6 +48,25 @@ class Recent:
             self._value = None
 
 
+class Rollouts(Protocol):
+    """Who may move to a new schema version now (maxParallel, canaries first, halted, paused)."""
+
+    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> str | None:
+        """None: go (a slot is taken until finished()); else why the tenant waits."""
+
+    def finished(self, schema: DatabaseSchema, tenant: Tenant, failed: bool) -> None: ...
+
+
+class EveryoneAtOnce:
+    """No rollout policy: what a one-shot reconcile (a test, a tool) uses."""
+
+    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> str | None:
+        return None
+
+    def finished(self, schema: DatabaseSchema, tenant: Tenant, failed: bool) -> None:
+        pass
+
+
 @dataclasses.dataclass(frozen=True)
 class Context:
     kube: KubeAPI
@@ -58,10 +80,16 @@ class Context:
     """Whether this replica may act now (leader election); asked again before every step of a move."""
     access: access_.Access | None = None
     """The ClusterRoles the operator holds in the namespaces it manages (None: it holds its rights cluster-wide)."""
+    schema_body: Callable[[str], dict | None] = lambda name: None
+    """Looks a DatabaseSchema up in the operator's cache."""
+    schemas: SchemaCatalog = None  # type: ignore[assignment]  # filled in by __post_init__
+    rollouts: Rollouts = dataclasses.field(default_factory=EveryoneAtOnce)
 
     def __post_init__(self) -> None:
         if self.events is None:
             object.__setattr__(self, "events", events.Recorder(self.kube))
+        if self.schemas is None:
+            object.__setattr__(self, "schemas", SchemaCatalog(self.kube, self.schema_body))
 
 
 @dataclasses.dataclass(frozen=True)

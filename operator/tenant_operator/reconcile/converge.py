@@ -29,7 +29,8 @@ from tenant_operator.infra import access as access_
 from tenant_operator.infra import connection, metrics, postgres
 from tenant_operator.infra.kube import KubeAPI
 from tenant_operator.reconcile.context import Context, Outcome
-from tenant_operator.reconcile.state import annotation, available, secret_password
+from tenant_operator.reconcile.schema import SchemaState, ensure_schema
+from tenant_operator.reconcile.state import annotation, available, recorded, secret_password
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,19 @@ class Converged:
     outcome: Outcome
     refused: bool = False
     """The spec cannot be rendered on that tier: nothing was applied, `parts` says why."""
+    schema: SchemaState = SchemaState()
+    """The application's schema: a part of Ready only for a tenant being born."""
 
 
-def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None) -> Converged:
+def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None,
+             with_schema: bool = True) -> Converged:
     """Bring every part of the tenant to its desired state on `tier`; the parts' conditions.
 
     A tenant never reconciled before is applied without reading first (nothing to
     compare with, and a read per object is half the cost of provisioning). Objects
     that are no longer wanted are looked for only when the spec changed since the
-    last reconcile, or when the caller (a migration) says so.
+    last reconcile, or when the caller (a migration) says so. A move leaves the
+    application's schema alone (`with_schema`): its next version waits for the new home.
     """
     fresh = not tenant.reconciled
     if prune is None:
@@ -80,22 +85,34 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
         namespace = _step(cond.NAMESPACE_READY, "NamespaceReady", namespace.message,
                           lambda: apply(objects["access"], _prunable_access(tenant) if prune else []))
     parts = [namespace, quota]
-    database = _database_step(ctx, tenant, tier, fresh) if namespace.ok and quota.ok else Condition(
-        cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first")
+    database, password = _database_step(ctx, tenant, tier, fresh) if namespace.ok and quota.ok else (Condition(
+        cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first"), None)
     parts.append(database)
+    schema = SchemaState(record=recorded(tenant))
+    if with_schema and password is not None and not tenant.spec.suspended:
+        schema = ensure_schema(ctx, tenant, plan, postgres.placement(tenant.name, tier, ctx.settings.shared_database),
+                               password)
+        if schema.part_of_ready and schema.condition is not None:
+            parts.append(schema.condition)
     if database.ok:
         workloads = _workloads_step(ctx, tenant, tier, objects["workloads"], apply, prune)
     else:
         workloads = Condition(cond.WORKLOADS_READY, False, "WaitingForDatabase", "the database is not ready")
     parts.append(workloads)
 
-    if any(p.ok is False and p.reason.endswith(("Failed", "Unavailable")) for p in parts):
-        return Converged(parts, Outcome(failed=True))
+    return Converged(parts, _outcome(parts, workloads, schema), schema=schema)
+
+
+def _outcome(parts: list[Condition], workloads: Condition, schema: SchemaState) -> Outcome:
+    if schema.failed or any(p.ok is False and p.reason.endswith(("Unavailable",)) for p in parts):
+        return Outcome(failed=True)
+    if any(p.ok is False and p.reason.endswith("Failed") and p.type != cond.SCHEMA_READY for p in parts):
+        return Outcome(failed=True)
     if any(p.reason == "AccessPending" for p in parts):
-        return Converged(parts, Outcome(failed=True))
+        return Outcome(failed=True)
     if workloads.ok is not True:
-        return Converged(parts, Outcome(requeue_after=WAIT_FOR_WORKLOADS, waiting=True))
-    return Converged(parts, Outcome())
+        return Outcome(requeue_after=WAIT_FOR_WORKLOADS, waiting=True)
+    return Outcome(requeue_after=schema.requeue_after)
 
 
 def _namespace(ctx: Context, manifests: list[dict], apply: Callable, fresh: bool) -> None:
@@ -168,7 +185,8 @@ def _prunable_quota(desired: list[dict], tenant: Tenant) -> list[ObjectRef]:
     return [ObjectRef(KINDS[("v1", "LimitRange")], render.LIMITS_NAME, names.tenant_namespace(tenant.name))]
 
 
-def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False) -> Condition:
+def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False) -> tuple[Condition, str | None]:
+    """The data, its Secret and route; the condition, and the role's password once all is in place."""
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME, names.tenant_namespace(tenant.name))
     try:
@@ -194,11 +212,12 @@ def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False)
             ctx.events.post(tenant, "PasswordRotated", f"new password for role {placement.role}")
         _ensure_route(ctx, tenant, tier, placement, known_absent=fresh)
     except connection.DatabaseUnavailable as error:
-        return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error))
+        return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error)), None
     except ApiException as error:
-        return Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error))
+        return Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error)), None
     where = f"schema {placement.schema} in database {placement.database}"
-    return Condition(cond.DATABASE_READY, True, "DatabaseReady", f"{where}; credentials in Secret {secret_ref.name}")
+    return Condition(cond.DATABASE_READY, True, "DatabaseReady",
+                     f"{where}; credentials in Secret {secret_ref.name}"), result.password
 
 
 @dataclasses.dataclass(frozen=True)

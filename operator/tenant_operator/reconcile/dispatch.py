@@ -40,8 +40,13 @@ def reconcile(ctx: Context, tenant: Tenant) -> Outcome:
         report(ctx, tenant, [*converged.parts, cond.summary(converged.parts)], phase="Failed",
                tier=tier_of(tenant))
         return converged.outcome
-    parts = converged.parts
-    report(ctx, tenant, [*parts, summary(parts, tenant, tier)], phase=phase(parts, tenant, tier), tier=tier)
+    parts, schema = converged.parts, converged.schema
+    told = [schema.condition] if schema.condition is not None and not schema.part_of_ready else []
+    now = phase(parts, tenant, tier)
+    if now == "Ready" and schema.degraded:
+        now = "Degraded"  # serving on the version before the one that failed
+    report(ctx, tenant, [*parts, *told, summary(parts, tenant, tier)], phase=now, tier=tier,
+           schema_record=schema.record)
     return converged.outcome
 
 

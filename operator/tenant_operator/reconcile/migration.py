@@ -31,7 +31,6 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Iterator
 
 import psycopg
 
@@ -42,9 +41,9 @@ from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import connection, faults, metrics, postgres, tierdata
+from tenant_operator.infra import connection, faults, fence, metrics, postgres, tierdata
 from tenant_operator.infra.fence import Authority, Deposed
-from tenant_operator.infra.tenantlock import LockBusy, TenantLock
+from tenant_operator.infra.tenantlock import LockBusy
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import Converged, converge
 from tenant_operator.reconcile.report import Superseded, phase, report, summary
@@ -82,13 +81,8 @@ def _epoch(timestamp: str) -> float:
         tzinfo=datetime.UTC).timestamp()
 
 
-@contextlib.contextmanager
-def authority_over(ctx: Context, tenant_name: str) -> Iterator[Authority]:
-    """The tenant's lock, taken (from a deposed holder too, when we lead) for the block."""
-    lock = TenantLock(ctx.settings.admin_dsn(), tenant_name)
-    lock.acquire(may_break=ctx.leading())
-    with lock:
-        yield Authority(ctx.leading, lock)
+def authority_over(ctx: Context, tenant_name: str) -> contextlib.AbstractContextManager[Authority]:
+    return fence.authority_over(ctx.settings.admin_dsn(), tenant_name, ctx.leading)
 
 
 def advance(ctx: Context, tenant: Tenant, plan: TenantPlan) -> Outcome:
@@ -317,7 +311,7 @@ class _Move:
     # --- endings -----------------------------------------------------------------------------------
 
     def _converge(self, tier: str) -> Converged:
-        return converge(self.ctx, self.tenant, self.plan, tier, prune=True)
+        return converge(self.ctx, self.tenant, self.plan, tier, prune=True, with_schema=False)
 
     def _unfreeze(self) -> None:
         """The Secret's password is the role's again (a Secret lost meanwhile was rewritten by converge)."""

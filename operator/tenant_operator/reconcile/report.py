@@ -20,6 +20,7 @@ from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import metrics, postgres
 from tenant_operator.reconcile.context import Context
+from tenant_operator.reconcile.state import recorded
 
 
 class Superseded(Exception):
@@ -27,10 +28,12 @@ class Superseded(Exception):
 
 
 def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, tier: str | None,
-           migration_status: dict[str, Any] | None = None, fenced: bool = False) -> Tenant:
+           migration_status: dict[str, Any] | None = None, fenced: bool = False,
+           schema_record: dict[str, Any] | None = None) -> Tenant:
     """Write status only when it differs; post an event per condition that changed.
 
     `fenced` (a migration's writes): only over the tenant's resourceVersion, else Superseded.
+    `schema_record`: the application schema's fields of status.database (else kept as they are).
     """
     current = tenant.status_json()
     merged = cond.merge(current.get("conditions", []), updates, tenant.generation, cond.now())
@@ -45,7 +48,8 @@ def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, t
         host, port = ctx.settings.tenant_endpoint()
         status["tier"] = tier
         status["database"] = {"host": host, "port": port, "database": placement.database,
-                              "schema": placement.schema, "secretName": names.DB_SECRET_NAME}
+                              "schema": placement.schema, "secretName": names.DB_SECRET_NAME,
+                              **(recorded(tenant) if schema_record is None else schema_record)}
     if migration_status:
         status["migration"] = migration_status
     metrics.track_tenant(tenant.name, phase, tier, render.value(tenant.spec.plan))

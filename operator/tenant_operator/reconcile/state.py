@@ -66,3 +66,13 @@ def secret_password(secret: dict[str, Any] | None) -> str | None:
 
 def annotation(obj: dict[str, Any] | None, key: str) -> str | None:
     return (((obj or {}).get("metadata") or {}).get("annotations") or {}).get(key)
+
+
+def recorded(tenant: Tenant) -> dict[str, Any]:
+    """The application schema's fields of status.database as they stand."""
+    database = tenant.status.database
+    if database is None:
+        return {}
+    fields = {"schemaVersion": database.schema_version, "schemaFailedVersion": database.schema_failed_version,
+              "schemaFailedGeneration": database.schema_failed_generation}
+    return {key: value for key, value in fields.items() if value is not None}

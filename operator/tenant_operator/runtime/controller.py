@@ -18,7 +18,7 @@ from collections.abc import Callable
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
-from tenant_operator.api.kinds import TENANT_PLAN, ObjectRef
+from tenant_operator.api.kinds import DATABASE_SCHEMA, TENANT_PLAN, ObjectRef
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
@@ -30,12 +30,15 @@ from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import WAIT_FOR_WORKLOADS
 from tenant_operator.reconcile.dispatch import reconcile
 from tenant_operator.reconcile.state import available as _available
+from tenant_operator.runtime.rollout import RolloutGate, tenants_of_schema, write_rollout_status
 from tenant_operator.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
 # On shutdown, events not yet posted get this long; they tell what the last reconciles did.
 EVENTS_FLUSH_SECONDS = 5.0
+# How often the DatabaseSchemas' rollout status is brought up to date from the tenants.
+ROLLOUT_STATUS_SECONDS = 2.0
 
 
 @dataclasses.dataclass
@@ -47,6 +50,8 @@ class Controller:
     """The API client itself (the context's may be a pass's listing in front of it)."""
     tenants: dict[str, dict] = dataclasses.field(default_factory=dict)
     plans: dict[str, dict] = dataclasses.field(default_factory=dict)
+    schemas: dict[str, dict] = dataclasses.field(default_factory=dict)
+    """DatabaseSchemas as the watch last gave them."""
     workloads: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
     """Whether each of our Deployments (namespace, name) was Available when last seen."""
     examining: set[str] = dataclasses.field(default_factory=set)
@@ -62,11 +67,16 @@ class Controller:
     @classmethod
     def create(cls, kube: Kube, settings: Settings) -> Controller:
         plans: dict[str, dict] = {}
-        context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube))
+        schemas: dict[str, dict] = {}
+        tenants: dict[str, dict] = {}
+        gate = RolloutGate(lambda name: tenants_of_schema(tenants.values(), plans, name))
+        context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube),
+                          schema_body=schemas.get, rollouts=gate)
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.workers,
                                                          thread_name_prefix="reconcile")
-        return cls(context=context, queue=queue, executor=executor, kube=kube, plans=plans)
+        return cls(context=context, queue=queue, executor=executor, kube=kube, plans=plans, schemas=schemas,
+                   tenants=tenants)
 
     def prepare(self) -> None:
         """Plans, shared database and shared workload, before any tenant is reconciled (blocking).
@@ -78,6 +88,8 @@ class Controller:
         """
         for plan in self.kube.list(TENANT_PLAN):
             self.plans.setdefault(plan["metadata"]["name"], plan)
+        for schema in self.kube.list(DATABASE_SCHEMA):
+            self.schemas.setdefault(schema["metadata"]["name"], schema)
         settings, kube = self.context.settings, self.kube
         self.context = dataclasses.replace(self.context, access=access.Access.from_settings(settings))
         shared_database.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
@@ -101,6 +113,7 @@ class Controller:
         self.tasks = [asyncio.create_task(self._worker(self._may_work), name=f"worker-{i}")
                       for i in range(settings.workers)]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
+        self.tasks.append(asyncio.create_task(self._rollout_status(), name="rollout-status"))
 
     async def stop(self, drain_seconds: float = 0) -> None:
         """Stop the workers; wait up to `drain_seconds` for reconciles already running in threads."""
@@ -152,6 +165,34 @@ class Controller:
         for tenant_name, tenant in self.tenants.items():
             if (tenant.get("spec") or {}).get("plan") == name:
                 self._wake(tenant_name)
+
+    def schema_seen(self, event_type: str, body: dict) -> None:
+        """A DatabaseSchema changed: the tenants on plans naming it look again (a new version, a resume)."""
+        name = body["metadata"]["name"]
+        previous = self.schemas.pop(name, None) if event_type == "DELETED" else self.schemas.get(name)
+        if event_type != "DELETED":
+            self.schemas[name] = body
+            if previous is not None and previous.get("spec") == body.get("spec"):
+                return  # our own status write coming back
+        self.context.schemas.forget(name)
+        for tenant in tenants_of_schema(self.tenants.values(), self.plans, name):
+            self._wake(tenant["metadata"]["name"])
+
+    async def _rollout_status(self) -> None:
+        """Every few seconds, each DatabaseSchema's status from its tenants' (written only when it changed)."""
+        while True:
+            await asyncio.sleep(ROLLOUT_STATUS_SECONDS)
+            if not self.leading() or not self.schemas:
+                continue
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self._write_rollout_status)
+            except Exception:  # noqa: BLE001 - the next round tries again; the tenants are unaffected
+                log.exception("could not write the status of the DatabaseSchemas")
+
+    def _write_rollout_status(self) -> None:
+        for name in list(self.schemas):
+            write_rollout_status(self.kube, self.context.schemas, name,
+                                 tenants_of_schema(list(self.tenants.values()), self.plans, name))
 
     def workload_seen(self, event_type: str, body: dict) -> None:
         """The shared Deployment changed: shared tenants are reconciled when it became (un)available or vanished.

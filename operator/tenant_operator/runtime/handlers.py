@@ -106,3 +106,10 @@ async def deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Mem
     controller: Controller | None = memo.get("controller")
     if controller:
         controller.workload_seen(event.get("type") or "ADDED", dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, "databaseschemas")
+async def schema_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller | None = memo.get("controller")
+    if controller:
+        controller.schema_seen(event.get("type") or "ADDED", dict(body))

@@ -1,0 +1,170 @@
+"""Rollouts of DatabaseSchema versions across the fleet: who may start now, and where each stands.
+
+The leader's workers ask `may_start` before a serving tenant moves to a new
+version: at most maxParallel tenants of a schema migrate at once, canaries
+first (the rest wait until every canary has served the latest version for
+healthySeconds), none while paused, and none once maxFailures tenants failed
+under the DatabaseSchema's current generation (Halted). A change of the
+DatabaseSchema (a fixed or new version, paused toggled) is a new generation: the
+failures of the old one no longer count and those tenants try again.
+
+The counts come from the controller's cache of Tenants (status.database.schemaVersion
+and schemaFailedGeneration), so a new leader knows at once where every rollout
+stands; what is in flight is this process's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tenant_operator.api import conditions as cond
+from tenant_operator.api.kinds import DATABASE_SCHEMA
+from tenant_operator.api.schema import HALTED, MAX_LISTED_FAILURES, ROLLED_OUT, DatabaseSchema
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.infra.kube import Kube
+from tenant_operator.infra.schemas import SchemaCatalog
+
+log = logging.getLogger(__name__)
+
+
+def _labels(body: dict[str, Any]) -> dict[str, str]:
+    return (body.get("metadata") or {}).get("labels") or {}
+
+
+def _database(body: dict[str, Any]) -> dict[str, Any]:
+    return ((body.get("status") or {}).get("database")) or {}
+
+
+class RolloutGate:
+    def __init__(self, tenants_of: Callable[[str], Iterable[dict[str, Any]]]):
+        """`tenants_of(schema name)`: the cached bodies of the tenants on plans naming it."""
+        self.tenants_of = tenants_of
+        self._lock = threading.Lock()
+        self._running: dict[str, set[str]] = {}
+        self._failed: dict[tuple[str, int], set[str]] = {}
+        self._canaries_done: dict[tuple[str, int], float] = {}
+
+    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> str | None:
+        rollout = schema.spec.rollout
+        if rollout.paused:
+            return "the rollout is paused (spec.rollout.paused)"
+        failed = self.failed(schema)
+        if len(failed) >= rollout.max_failures:
+            return f"the rollout is halted: {len(failed)} tenant(s) failed (maxFailures {rollout.max_failures})"
+        if rollout.canary and not self._is_canary(schema, tenant.name):
+            waiting = self._canaries_waiting(schema, latest)
+            if waiting:
+                return waiting
+        with self._lock:
+            running = self._running.setdefault(schema.name, set())
+            if tenant.name in running:
+                return None
+            if len(running) >= rollout.max_parallel:
+                return f"{len(running)} tenant(s) migrating (maxParallel {rollout.max_parallel})"
+            running.add(tenant.name)
+        return None
+
+    def finished(self, schema: DatabaseSchema, tenant: Tenant, failed: bool) -> None:
+        with self._lock:
+            self._running.get(schema.name, set()).discard(tenant.name)
+            if failed:
+                self._failed.setdefault((schema.name, schema.generation), set()).add(tenant.name)
+
+    def failed(self, schema: DatabaseSchema) -> set[str]:
+        """Tenants failed under the schema's current generation (cache and this process's own)."""
+        cached = {body["metadata"]["name"] for body in self.tenants_of(schema.name)
+                  if _database(body).get("schemaFailedGeneration") == schema.generation}
+        with self._lock:
+            return cached | self._failed.get((schema.name, schema.generation), set())
+
+    def _is_canary(self, schema: DatabaseSchema, tenant_name: str) -> bool:
+        canary = schema.spec.rollout.canary
+        if canary is None:
+            return False
+        for body in self.tenants_of(schema.name):
+            if body["metadata"]["name"] == tenant_name:
+                return _matches(_labels(body), canary.selector.match_labels)
+        return False
+
+    def _canaries_waiting(self, schema: DatabaseSchema, latest: int) -> str | None:
+        canary = schema.spec.rollout.canary
+        assert canary is not None
+        canaries = [body for body in self.tenants_of(schema.name)
+                    if _matches(_labels(body), canary.selector.match_labels)]
+        behind = [body["metadata"]["name"] for body in canaries if _database(body).get("schemaVersion") != latest]
+        key = (schema.name, latest)
+        if behind:
+            return f"waiting for the canaries to reach version {latest} ({', '.join(sorted(behind)[:5])})"
+        with self._lock:
+            since = self._canaries_done.setdefault(key, time.monotonic())
+        left = canary.healthy_seconds - (time.monotonic() - since)
+        if left > 0:
+            return f"the canaries serve version {latest}; the rest follow in {left:.0f}s"
+        return None
+
+
+def _matches(labels: dict[str, str], wanted: dict[str, str]) -> bool:
+    return bool(wanted) and all(labels.get(key) == value for key, value in wanted.items())
+
+
+def rollout_status(schema: DatabaseSchema, latest: int | None, problem: tuple[str, str] | None,
+                   tenants: list[dict[str, Any]], current: dict[str, Any], now: str) -> dict[str, Any]:
+    """The DatabaseSchema's status from its tenants' statuses: counts, failures, RolledOut and Halted."""
+    generation = schema.generation
+    at_latest = [t for t in tenants if latest is not None and _database(t).get("schemaVersion") == latest]
+    failed = [t for t in tenants if _database(t).get("schemaFailedGeneration") == generation]
+    failures = []
+    for body in sorted(failed, key=lambda b: b["metadata"]["name"])[:MAX_LISTED_FAILURES]:
+        told = cond.find((body.get("status") or {}).get("conditions", []), cond.SCHEMA_READY) or {}
+        failures.append({"tenant": body["metadata"]["name"], "version": _database(body).get("schemaFailedVersion"),
+                         "message": str(told.get("message", ""))[:2048]})
+    halted = len(failed) >= schema.spec.rollout.max_failures
+    done = latest is not None and len(at_latest) == len(tenants)
+    updates = [
+        cond.Condition(ROLLED_OUT, done, "AllTenantsAtLatest" if done else (problem[0] if problem else "InProgress"),
+                       problem[1] if problem else f"{len(at_latest)} of {len(tenants)} tenant(s) at version {latest}"),
+        cond.Condition(HALTED, halted, "MaxFailuresReached" if halted else "NotHalted",
+                       f"{len(failed)} tenant(s) failed under generation {generation} (maxFailures "
+                       f"{schema.spec.rollout.max_failures}); change the DatabaseSchema to resume" if halted
+                       else f"{len(failed)} tenant(s) failed"),
+    ]
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "tenants": len(tenants),
+        "atLatest": len(at_latest),
+        "pending": len(tenants) - len(at_latest) - len([t for t in failed if t not in at_latest]),
+        "failed": len(failed),
+        "failures": failures,
+        "conditions": cond.merge(current.get("conditions", []), updates, generation, now),
+    }
+    if latest is not None:
+        status["latestVersion"] = latest
+    return status
+
+
+def tenants_of_schema(tenants: Iterable[dict[str, Any]], plans: dict[str, dict[str, Any]],
+                      schema_name: str) -> list[dict[str, Any]]:
+    """The cached tenants on plans naming the schema (those being deleted left out)."""
+    naming = {name for name, plan in plans.items()
+              if (((plan.get("spec") or {}).get("database") or {}).get("schema")) == schema_name}
+    return [body for body in list(tenants) if (body.get("spec") or {}).get("plan") in naming
+            and not (body.get("metadata") or {}).get("deletionTimestamp")]
+
+
+def write_rollout_status(kube: Kube, catalog: SchemaCatalog, name: str, tenants: list[dict[str, Any]]) -> None:
+    resolved = catalog.resolve(name)
+    if resolved is None:
+        return
+    schema = resolved.schema
+    problem = (resolved.problem.reason, str(resolved.problem)) if resolved.problem else None
+    current = schema.status.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    status = rollout_status(schema, resolved.latest, problem, tenants, current, cond.now())
+    if all(current.get(key) == value for key, value in status.items()):
+        return
+    kube.apply_status(DATABASE_SCHEMA, name, status)
+    if status.get("atLatest") == status.get("tenants") and resolved.latest is not None:
+        log.info("DatabaseSchema %s: every tenant (%d) at version %s", name, status["tenants"], resolved.latest)
