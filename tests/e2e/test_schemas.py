@@ -13,7 +13,9 @@ import secrets
 import psycopg
 import pytest
 
-from tenant_operator.api.kinds import DATABASE_SCHEMA, TENANT, TENANT_PLAN, ObjectRef
+from tenant_operator.api.kinds import DATABASE_SCHEMA, KINDS, TENANT, TENANT_PLAN, ObjectRef
+from tenant_operator.dev.cluster import REPO_ROOT
+from tenant_operator.dev.session import run_kubectl
 from tenant_operator.dev.wait import wait_for
 from tests.e2e.migration_data import tenant_secret
 
@@ -164,3 +166,41 @@ def test_sql_leaving_the_tenants_reach_fails_for_that_tenant_only(tenants, kube,
         assert attributes == (False, False, False)
         found = admin.execute("SELECT count(*) FROM pg_class WHERE relname = 'escaped_by_migration'").fetchone()
         assert found == (0,)
+
+
+def test_the_sample_folder_of_migrations_becomes_every_version(tenants, kube, cluster):
+    """kubectl apply -k manifests/samples/schema: a ConfigMap of migrations, the DatabaseSchema, the plan."""
+    if not kube.read(ObjectRef(KINDS[("v1", "Namespace")], "tenant-operator")):
+        run_kubectl(cluster, "create", "namespace", "tenant-operator")
+    run_kubectl(cluster, "apply", "-k", str(REPO_ROOT / "manifests" / "samples" / "schema"))
+    name = tenants.unique("shop")
+    try:
+        tenants.create(name, plan="shop", database={"reclaimPolicy": "Delete"})
+        tenants.wait_ready(name, timeout=120)
+        assert schema_version(tenants, name) == 3
+        assert history(kube, name) == [1, 2, 3]
+        with psycopg.connect(tenant_secret(kube, name)["DATABASE_URL"], autocommit=True) as conn:
+            index = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_by_name'::regclass")
+            assert index.fetchone() == (True,)  # built CONCURRENTLY, outside a transaction
+    finally:
+        tenants.delete(name)
+        tenants.wait_gone(name, timeout=120)
+        run_kubectl(cluster, "delete", "-k", str(REPO_ROOT / "manifests" / "samples" / "schema"), "--wait=false")
+
+
+def test_a_moved_tenant_keeps_its_version_and_takes_the_next_in_its_new_home(tenants, kube, schemas):
+    schema = schemas.schema(BASE)
+    plan = schemas.plan(schema, like="professional")
+    name = tenants.unique("mover")
+    tenants.create(name, plan=plan, tier="shared", database={"reclaimPolicy": "Delete"})
+    tenants.wait_ready(name, timeout=120)
+    kube.merge_patch(ObjectRef(TENANT, name), {"spec": {"tier": "isolated"}})
+    wait_for(lambda: (c := tenants.condition(name, "Migrating")) and c["reason"] == "MigrationCompleted",
+             timeout=120, what=f"tenant {name} to move to isolated")
+    assert tenants.get(name)["status"]["tier"] == "isolated"
+    assert history(kube, name) == [1, 2, 3]  # the history moved with the data
+    assert schema_version(tenants, name) == 3
+
+    schemas.migrations(schema, [*BASE, {"version": 4, "description": "stock", "sql": "ALTER TABLE items ADD s int;"}])
+    wait_for(lambda: schema_version(tenants, name) == 4, timeout=120, what="version 4 in the isolated home")
+    assert history(kube, name) == [1, 2, 3, 4]

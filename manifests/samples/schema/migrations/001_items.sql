@@ -1,0 +1,4 @@
+CREATE TABLE items (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL
+);

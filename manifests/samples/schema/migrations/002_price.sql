@@ -1,0 +1,1 @@
+ALTER TABLE items ADD COLUMN price numeric NOT NULL DEFAULT 0;

@@ -1,0 +1,2 @@
+-- tenant-operator: no-transaction
+CREATE INDEX CONCURRENTLY IF NOT EXISTS items_by_name ON items (name);
