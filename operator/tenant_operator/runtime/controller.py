@@ -69,7 +69,7 @@ class Controller:
         plans: dict[str, dict] = {}
         schemas: dict[str, dict] = {}
         tenants: dict[str, dict] = {}
-        gate = RolloutGate(lambda name: tenants_of_schema(tenants.values(), plans, name))
+        gate = RolloutGate(lambda name: tenants_of_schema(tenants.values(), plans, name))  # wake: set in start()
         context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube),
                           schema_body=schemas.get, rollouts=gate)
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)
@@ -114,6 +114,13 @@ class Controller:
                       for i in range(settings.workers)]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
         self.tasks.append(asyncio.create_task(self._rollout_status(), name="rollout-status"))
+        loop = asyncio.get_running_loop()
+
+        def wake(name: str) -> None:
+            loop.call_soon_threadsafe(self._examine, name)
+
+        if isinstance(self.context.rollouts, RolloutGate):
+            self.context.rollouts.wake = wake
 
     async def stop(self, drain_seconds: float = 0) -> None:
         """Stop the workers; wait up to `drain_seconds` for reconciles already running in threads."""
@@ -175,8 +182,10 @@ class Controller:
             if previous is not None and previous.get("spec") == body.get("spec"):
                 return  # our own status write coming back
         self.context.schemas.forget(name)
+        # Only the schema changed for them: tenants at rest are looked at from a listing, not read live.
+        self._listing = None
         for tenant in tenants_of_schema(self.tenants.values(), self.plans, name):
-            self._wake(tenant["metadata"]["name"])
+            self._examine(tenant["metadata"]["name"])
 
     async def _rollout_status(self) -> None:
         """Every few seconds, each DatabaseSchema's status from its tenants' (written only when it changed)."""

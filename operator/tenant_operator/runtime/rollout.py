@@ -40,11 +40,18 @@ def _database(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class RolloutGate:
-    def __init__(self, tenants_of: Callable[[str], Iterable[dict[str, Any]]]):
-        """`tenants_of(schema name)`: the cached bodies of the tenants on plans naming it."""
+    def __init__(self, tenants_of: Callable[[str], Iterable[dict[str, Any]]],
+                 wake: Callable[[str], None] = lambda name: None):
+        """`tenants_of(schema name)`: the cached bodies of the tenants on plans naming it.
+
+        `wake(tenant name)`, from any thread: a tenant turned away for want of a slot
+        is queued again the moment one frees, rather than when its poll comes round.
+        """
         self.tenants_of = tenants_of
+        self.wake = wake
         self._lock = threading.Lock()
         self._running: dict[str, set[str]] = {}
+        self._waiting: dict[str, dict[str, None]] = {}
         self._failed: dict[tuple[str, int], set[str]] = {}
         self._canaries_done: dict[tuple[str, int], float] = {}
 
@@ -63,8 +70,11 @@ class RolloutGate:
             running = self._running.setdefault(schema.name, set())
             if tenant.name in running:
                 return None
+            queued = self._waiting.setdefault(schema.name, {})
             if len(running) >= rollout.max_parallel:
+                queued[tenant.name] = None
                 return f"{len(running)} tenant(s) migrating (maxParallel {rollout.max_parallel})"
+            queued.pop(tenant.name, None)
             running.add(tenant.name)
         return None
 
@@ -73,6 +83,12 @@ class RolloutGate:
             self._running.get(schema.name, set()).discard(tenant.name)
             if failed:
                 self._failed.setdefault((schema.name, schema.generation), set()).add(tenant.name)
+            waiting = self._waiting.get(schema.name, {})
+            following = next(iter(waiting), None)
+            if following is not None:
+                del waiting[following]
+        if following is not None:
+            self.wake(following)
 
     def failed(self, schema: DatabaseSchema) -> set[str]:
         """Tenants failed under the schema's current generation (cache and this process's own)."""
