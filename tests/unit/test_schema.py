@@ -77,23 +77,26 @@ def view(name: str) -> Tenant:
     return Tenant.from_body({"metadata": {"name": name}, "spec": {"plan": "shop"}})
 
 
-def test_no_more_than_max_parallel_tenants_migrate_at_once():
+def test_no_more_than_max_parallel_tenants_migrate_at_once_and_a_freed_slot_wakes_the_next():
     bodies = [tenant_body(n, 1) for n in "abc"]
-    gate, app = gate_over(bodies), schema(maxParallel=2)
+    woken: list[str] = []
+    gate, app = RolloutGate(lambda name: bodies, wake=woken.append), schema(maxParallel=2)
     assert gate.may_start(app, view("a"), 2) is None
     assert gate.may_start(app, view("b"), 2) is None
-    assert "maxParallel 2" in gate.may_start(app, view("c"), 2)
+    turned_away = gate.may_start(app, view("c"), 2)
+    assert "maxParallel 2" in turned_away.reason and turned_away.brief
     gate.finished(app, view("a"), failed=False)
+    assert woken == ["c"]
     assert gate.may_start(app, view("c"), 2) is None
 
 
 def test_a_paused_rollout_starts_nobody():
-    assert "paused" in gate_over([tenant_body("a", 1)]).may_start(schema(paused=True), view("a"), 2)
+    assert "paused" in gate_over([tenant_body("a", 1)]).may_start(schema(paused=True), view("a"), 2).reason
 
 
 def test_the_rollout_halts_at_max_failures_of_the_current_generation_only():
     bodies = [tenant_body("a", 1, failed_generation=1), tenant_body("b", 1)]
-    assert "halted" in gate_over(bodies).may_start(schema(generation=1), view("b"), 2)
+    assert "halted" in gate_over(bodies).may_start(schema(generation=1), view("b"), 2).reason
     assert gate_over(bodies).may_start(schema(generation=2), view("b"), 2) is None  # changed: resumes
 
 
@@ -101,7 +104,7 @@ def test_a_failure_in_this_process_halts_before_the_watch_tells_it():
     gate, app = gate_over([tenant_body("a", 1), tenant_body("b", 1)]), schema(maxFailures=1)
     assert gate.may_start(app, view("a"), 2) is None
     gate.finished(app, view("a"), failed=True)
-    assert "halted" in gate.may_start(app, view("b"), 2)
+    assert "halted" in gate.may_start(app, view("b"), 2).reason
 
 
 def test_the_others_wait_for_every_canary_to_serve_the_latest_version():
@@ -109,7 +112,7 @@ def test_the_others_wait_for_every_canary_to_serve_the_latest_version():
     bodies = [tenant_body("c", 1, ring="canary"), tenant_body("x", 1)]
     gate = gate_over(bodies)
     app = schema(canary=canary)
-    assert "waiting for the canaries" in gate.may_start(app, view("x"), 2)
+    assert "waiting for the canaries" in gate.may_start(app, view("x"), 2).reason
     assert gate.may_start(app, view("c"), 2) is None
     bodies[0] = tenant_body("c", 2, ring="canary")
     assert gate.may_start(app, view("x"), 2) is None
@@ -118,7 +121,7 @@ def test_the_others_wait_for_every_canary_to_serve_the_latest_version():
 def test_canaries_must_stay_healthy_for_a_while_before_the_rest_follow():
     canary = {"selector": {"matchLabels": {"ring": "canary"}}, "healthySeconds": 3600}
     gate = gate_over([tenant_body("c", 2, ring="canary"), tenant_body("x", 1)])
-    assert "follow in" in gate.may_start(schema(canary=canary), view("x"), 2)
+    assert "follow in" in gate.may_start(schema(canary=canary), view("x"), 2).reason
 
 
 # --- the DatabaseSchema's status --------------------------------------------------------------------

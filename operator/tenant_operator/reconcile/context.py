@@ -48,10 +48,19 @@ class Recent:
             self._value = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    """Why a tenant does not move to the new version yet."""
+
+    reason: str
+    brief: bool = False
+    """Only until a slot frees (maxParallel): the tenant is woken then, its status need not say so."""
+
+
 class Rollouts(Protocol):
     """Who may move to a new schema version now (maxParallel, canaries first, halted, paused)."""
 
-    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> str | None:
+    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> Wait | None:
         """None: go (a slot is taken until finished()); else why the tenant waits."""
 
     def finished(self, schema: DatabaseSchema, tenant: Tenant, failed: bool) -> None: ...
@@ -60,7 +69,7 @@ class Rollouts(Protocol):
 class EveryoneAtOnce:
     """No rollout policy: what a one-shot reconcile (a test, a tool) uses."""
 
-    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> str | None:
+    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> Wait | None:
         return None
 
     def finished(self, schema: DatabaseSchema, tenant: Tenant, failed: bool) -> None:

@@ -81,9 +81,13 @@ def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: Dat
             record)
     if not born:
         waiting = ctx.rollouts.may_start(schema, tenant, latest)
+        if waiting and waiting.brief:
+            # Its turn comes as soon as a slot frees (the rollout wakes it): a status write per tenant
+            # per version to say "not yet" would double a rollout's writes.
+            return SchemaState(condition=None, record=record, requeue_after=ROLLOUT_WAIT)
         if waiting:
             return _state(tenant, born, Condition(cond.SCHEMA_READY, False, "SchemaRolloutPending",
-                                                  f"at version {current}, {latest} is rolling out: {waiting}"),
+                                                  f"at version {current}, {latest} is rolling out: {waiting.reason}"),
                           record, requeue_after=ROLLOUT_WAIT)
     failed = True
     try:

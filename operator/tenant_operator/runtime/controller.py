@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
 from tenant_operator.api.kinds import DATABASE_SCHEMA, TENANT_PLAN, ObjectRef
+from tenant_operator.api.schema import DatabaseSchema
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
@@ -117,7 +118,8 @@ class Controller:
         loop = asyncio.get_running_loop()
 
         def wake(name: str) -> None:
-            loop.call_soon_threadsafe(self._examine, name)
+            # Read live: one tenant at a time, a pass's listing would be taken again for each.
+            loop.call_soon_threadsafe(self._wake, name)
 
         if isinstance(self.context.rollouts, RolloutGate):
             self.context.rollouts.wake = wake
@@ -184,8 +186,25 @@ class Controller:
         self.context.schemas.forget(name)
         # Only the schema changed for them: tenants at rest are looked at from a listing, not read live.
         self._listing = None
-        for tenant in tenants_of_schema(self.tenants.values(), self.plans, name):
+        tenants = tenants_of_schema(self.tenants.values(), self.plans, name)
+        schema = self._rollout_view(body) if event_type != "DELETED" else None
+        if isinstance(self.context.rollouts, RolloutGate) and schema is not None \
+                and schema.spec.migrations.config_map_ref is None:
+            slots = schema.spec.rollout.max_parallel
+            names = self.context.rollouts.behind(schema, slots)
+            born = [t["metadata"]["name"] for t in tenants if not (t.get("status") or {}).get("database")]
+            for tenant_name in [*names, *born]:
+                self._wake(tenant_name)
+            return
+        for tenant in tenants:
             self._examine(tenant["metadata"]["name"])
+
+    @staticmethod
+    def _rollout_view(body: dict) -> DatabaseSchema | None:
+        try:
+            return DatabaseSchema.from_body(body)
+        except ValueError:
+            return None  # the reconciles report what is wrong with it
 
     async def _rollout_status(self) -> None:
         """Every few seconds, each DatabaseSchema's status from its tenants' (written only when it changed)."""

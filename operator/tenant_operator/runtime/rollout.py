@@ -27,6 +27,7 @@ from tenant_operator.api.schema import HALTED, MAX_LISTED_FAILURES, ROLLED_OUT, 
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.schemas import SchemaCatalog
+from tenant_operator.reconcile.context import Wait
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,17 @@ class RolloutGate:
         self._failed: dict[tuple[str, int], set[str]] = {}
         self._canaries_done: dict[tuple[str, int], float] = {}
 
-    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> str | None:
+    def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> Wait | None:
         rollout = schema.spec.rollout
         if rollout.paused:
-            return "the rollout is paused (spec.rollout.paused)"
+            return Wait("the rollout is paused (spec.rollout.paused)")
         failed = self.failed(schema)
         if len(failed) >= rollout.max_failures:
-            return f"the rollout is halted: {len(failed)} tenant(s) failed (maxFailures {rollout.max_failures})"
+            return Wait(f"the rollout is halted: {len(failed)} tenant(s) failed (maxFailures {rollout.max_failures})")
         if rollout.canary and not self._is_canary(schema, tenant.name):
             waiting = self._canaries_waiting(schema, latest)
             if waiting:
-                return waiting
+                return Wait(waiting)
         with self._lock:
             running = self._running.setdefault(schema.name, set())
             if tenant.name in running:
@@ -73,7 +74,7 @@ class RolloutGate:
             queued = self._waiting.setdefault(schema.name, {})
             if len(running) >= rollout.max_parallel:
                 queued[tenant.name] = None
-                return f"{len(running)} tenant(s) migrating (maxParallel {rollout.max_parallel})"
+                return Wait(f"{len(running)} tenant(s) migrating (maxParallel {rollout.max_parallel})", brief=True)
             queued.pop(tenant.name, None)
             running.add(tenant.name)
         return None
@@ -87,8 +88,30 @@ class RolloutGate:
             following = next(iter(waiting), None)
             if following is not None:
                 del waiting[following]
+        if following is None:
+            following = next(iter(self.behind(schema, 1, exclude=frozenset([tenant.name]))), None)
         if following is not None:
             self.wake(following)
+
+    def behind(self, schema: DatabaseSchema, count: int, exclude: frozenset[str] = frozenset()) -> list[str]:
+        """Up to `count` tenants still to move to the schema's latest version, canaries first.
+
+        A rollout wakes only as many tenants as it has slots, and each one that finishes
+        wakes the next: a tenant woken only to be told "not yet" would cost a reconcile and
+        a status write for nothing. The latest version is that of the inline versions (a
+        ConfigMap's are known only once resolved: then every tenant is looked at).
+        """
+        latest = max((m.version for m in schema.spec.migrations.inline), default=None)
+        failed = self.failed(schema)
+        with self._lock:
+            busy = self._running.get(schema.name, set()) | set(self._waiting.get(schema.name, {}))
+        candidates = [body for body in self.tenants_of(schema.name)
+                      if body["metadata"]["name"] not in failed | busy | exclude
+                      and _database(body).get("schemaVersion") != latest]
+        canary = schema.spec.rollout.canary
+        if canary is not None:
+            candidates.sort(key=lambda b: not _matches(_labels(b), canary.selector.match_labels))
+        return [body["metadata"]["name"] for body in candidates[:count]]
 
     def failed(self, schema: DatabaseSchema) -> set[str]:
         """Tenants failed under the schema's current generation (cache and this process's own)."""
