@@ -12,7 +12,7 @@ FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/tenant-operator
 WORKDIR /src
-COPY pyproject.toml constraints.txt ./
+COPY pyproject.toml constraints.txt LICENSE ./
 COPY operator/ operator/
 # The pinned versions of constraints.txt, as the tests run them; bytecode compiled now,
 # since the running container cannot write it.
@@ -20,6 +20,18 @@ RUN /opt/tenant-operator/bin/pip install -c constraints.txt . \
  && /opt/tenant-operator/bin/python -m compileall -q /opt/tenant-operator
 
 FROM ${BASE}
+# The version is tenant_operator.__version__ (a test keeps this default equal to it); REVISION is the
+# commit: docker build --build-arg REVISION=$(git rev-parse HEAD) .
+ARG VERSION=0.1.0
+ARG REVISION=""
+LABEL org.opencontainers.image.title="tenant-operator" \
+      org.opencontainers.image.description="Kubernetes operator: a Tenant becomes its namespace, PostgreSQL schema or database, quotas, access rules and workloads" \
+      org.opencontainers.image.source="https://github.com/tenant-operator/tenant-operator" \
+      org.opencontainers.image.url="https://github.com/tenant-operator/tenant-operator" \
+      org.opencontainers.image.documentation="https://github.com/tenant-operator/tenant-operator/tree/main/docs" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # pg_dump and pg_restore for tier migrations and snapshots; psql for debugging from inside the pod.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -35,7 +47,8 @@ ENV PATH=/opt/tenant-operator/bin:$PATH \
     HOME=/tmp
 USER 10001:10001
 WORKDIR /tmp
-# 8080: Prometheus metrics (TENANT_OPERATOR_METRICS_PORT); 8081: kopf's liveness endpoint.
+# 8080: Prometheus metrics (TENANT_OPERATOR_METRICS_PORT); 8081: /healthz and /readyz
+# (TENANT_OPERATOR_HEALTH_PORT).
 EXPOSE 8080 8081
 ENTRYPOINT ["tenant-operator"]
-CMD ["run", "--standalone", "--liveness=http://0.0.0.0:8081/healthz"]
+CMD ["run", "--standalone", "--health-port=8081"]

@@ -185,16 +185,17 @@ def test_pod_runs_as_the_image_user():
         int(user[1]), int(user[2]))
 
 
-def test_probes_use_kopf_liveness_endpoint(helm):
-    operator = container(render(helm))
-    (liveness,) = [arg for arg in operator["args"] if arg.startswith("--liveness=")]
+def test_liveness_asks_alive_and_readiness_asks_able_to_reconcile(helm):
+    operator = container(render(helm, "health.port=9000"))
     port = {p["name"]: p["containerPort"] for p in operator["ports"]}["health"]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
 
     assert operator["args"][:2] == ["run", "--standalone"]
-    assert liveness == f"--liveness=http://0.0.0.0:{port}/healthz"
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert operator["startupProbe"]["periodSeconds"] * operator["startupProbe"]["failureThreshold"] >= 300
+    assert env[f"{ENV_PREFIX}HEALTH_PORT"] == str(port) == "9000"
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    # Liveness answers from the first second on (also while PostgreSQL is awaited): no startup probe to hold it.
+    assert "startupProbe" not in operator
 
 
 def test_every_operator_variable_is_a_setting(helm):

@@ -51,7 +51,7 @@ class OperatorProcess:
                  fault_dir: Path | None = None, extra_env: dict[str, str] | None = None, **settings: str):
         """`fault` (see tenant_operator.dev.faults) runs the operator through the test harness's entry point."""
         self.metrics_port = free_port()
-        self.liveness_port = free_port()
+        self.health_port = free_port()
         self.log_path = log_path
         env = {
             **os.environ,
@@ -60,6 +60,8 @@ class OperatorProcess:
             ENV_PREFIX + "METRICS_PORT": str(self.metrics_port),
             **{ENV_PREFIX + key.upper(): str(value) for key, value in settings.items()},
             **(extra_env or {}),
+            # Always the port this object reports: a chart's value (8081) would collide between processes.
+            ENV_PREFIX + "HEALTH_PORT": str(self.health_port),
         }
         module = "tenant_operator"
         self.fault_dir = Path(fault_dir or log_path.parent)
@@ -70,8 +72,7 @@ class OperatorProcess:
             env["TENANT_OPERATOR_TEST_FAULT_DIR"] = str(self.fault_dir)
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, "run", *run_args,
-             f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz"],
+            [sys.executable, "-m", module, "run", *run_args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 
@@ -108,6 +109,17 @@ class OperatorProcess:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return response.read().decode()
+
+    def health(self, path: str) -> tuple[int, str]:
+        """The status and body of a health endpoint (/healthz, /readyz)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
 
 def _wait_tenants_ready(cluster: LocalCluster, operator: OperatorProcess, timeout: float = 180) -> bool:
