@@ -365,6 +365,20 @@ class TestHelmInstall:
 
         assert answer.stdout.strip() == allowed, f"{verb} {resource}: {answer.stdout}{answer.stderr}"
 
+    def test_a_second_installation_in_the_cluster_is_refused_with_the_first_ones_name(self, helm_release):
+        helm = helm_binary(helm_release.cluster)
+        run_kubectl(helm_release.cluster, "create", "namespace", "second")
+        second = subprocess.run([helm, "install", "second", str(CHART), "--kubeconfig",
+                                 str(helm_release.cluster.kubeconfig), "--namespace", "second",
+                                 "--set", "database.existingSecret=pg-admin"], capture_output=True, text=True)
+
+        assert second.returncode != 0
+        assert f"already installed in this cluster: release {RELEASE} in namespace {NAMESPACE}" in second.stderr
+        assert helm_release.kubectl("-n", "second", "get", "all", "-o", "name").strip() == ""
+        # The installed release is the one to upgrade; an upgrade of it passes the same check.
+        run(helm, "upgrade", RELEASE, str(CHART), "--kubeconfig", str(helm_release.cluster.kubeconfig),
+            "--namespace", NAMESPACE, "--reuse-values", "--wait", "--timeout", "180s")
+
     def test_more_replicas_elect_a_leader_with_the_chart_identity(self, helm_release, logdir):
         helm = helm_binary(helm_release.cluster)
         run(helm, "upgrade", RELEASE, str(CHART), "--kubeconfig", str(helm_release.cluster.kubeconfig),

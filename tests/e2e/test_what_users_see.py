@@ -7,10 +7,15 @@ types it.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from tenant_operator import __version__
+from tenant_operator.dev.cluster import REPO_ROOT
 from tenant_operator.dev.session import OperatorProcess, run_kubectl
 from tenant_operator.dev.wait import wait_for
 
@@ -86,3 +91,31 @@ def test_ready_when_it_can_reconcile_and_alive_before(operator, cluster):
         assert reason.startswith("starting: PostgreSQL is not reachable yet"), reason
     finally:
         waiting.stop()
+
+
+def helm_test_command(cluster) -> list[str]:
+    """The chart's `helm test` pod's command line, as rendered."""
+    helm = cluster.assets / "helm" if cluster.assets else None
+    rendered = subprocess.run([str(helm or "helm"), "template", "t", str(REPO_ROOT / "charts" / "tenant-operator"),
+                               "--kube-version", "1.30.0", "--set", "database.existingSecret=db",
+                               "--show-only", "templates/tests/operator-answers.yaml"],
+                              capture_output=True, text=True, check=True).stdout
+    (container,) = yaml.safe_load(rendered)["spec"]["containers"]
+    return [*container["command"], *container["args"]]
+
+
+def test_the_helm_test_passes_against_a_running_operator_and_fails_against_others(operator, cluster):
+    """The hook's own command, run here with the URL of this operator's metrics instead of the Service's."""
+    python, flag, script, _, version = helm_test_command(cluster)
+    assert (python, flag, version) == ("python", "-c", __version__)
+
+    def helm_test(url: str, version: str = version) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, url, version], capture_output=True, text=True)
+
+    passed = helm_test(f"http://127.0.0.1:{operator.metrics_port}/metrics")
+    assert passed.returncode == 0, passed.stderr
+    assert f"tenant-operator {__version__} answers" in passed.stdout
+    wrong_version = helm_test(f"http://127.0.0.1:{operator.metrics_port}/metrics", "9.9.9")
+    assert wrong_version.returncode != 0 and "does not run version 9.9.9" in wrong_version.stderr
+    nobody = helm_test("http://127.0.0.1:1/metrics")
+    assert nobody.returncode != 0 and "does not answer" in nobody.stderr

@@ -337,7 +337,10 @@ def test_chart_installs_the_cluster_role_owners_are_bound_to(helm):
     bound = rendering.owners_role_binding(tenant)["roleRef"]["name"]
     owner = only(render(helm), "ClusterRole", bound)
 
-    assert owner == yaml.safe_load((ROOT / "rbac" / "tenant-owner-clusterrole.yaml").read_text())
+    source = yaml.safe_load((ROOT / "rbac" / "tenant-owner-clusterrole.yaml").read_text())
+    assert (owner["metadata"]["name"], owner["rules"]) == (source["metadata"]["name"], source["rules"])
+    assert source["metadata"]["labels"].items() <= owner["metadata"]["labels"].items()
+    assert owner["metadata"]["labels"]["app.kubernetes.io/instance"] == sync.RELEASE
     assert not [d for d in render(helm, "rbac.create=false") if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
 

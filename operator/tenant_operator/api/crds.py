@@ -262,7 +262,7 @@ def _crd(
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 _READY = '.status.conditions[?(@.type=="Ready")]'
 # `kubectl get -o wide` adds the priority-1 columns: where the tenant's things are, and why it is not Ready.
-TENANT_COLUMNS = [
+TENANT_COLUMNS: list[dict[str, Any]] = [
     {"name": "Plan", "type": "string", "jsonPath": ".spec.plan"},
     {"name": "Tier", "type": "string", "jsonPath": ".status.tier"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -275,7 +275,7 @@ TENANT_COLUMNS = [
 ]
 # The API server prints only the first value a column's JSONPath finds, and a whole list as JSON
 # (["shared","isolated"]); so each tier gets a column of its own, showing its name when allowed.
-TENANT_PLAN_COLUMNS = [
+TENANT_PLAN_COLUMNS: list[dict[str, Any]] = [
     {"name": "Display Name", "type": "string", "jsonPath": ".spec.displayName"},
     *({"name": tier.value.capitalize(), "type": "string", "jsonPath": f'.spec.tiers[?(@=="{tier.value}")]'}
       for tier in Tier),
