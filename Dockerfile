@@ -1,22 +1,32 @@
 # The operator image: `tenant-operator run` on a slim Python, as a non-root user, on a
 # read-only root filesystem (nothing is written outside /tmp).
 #
-#   docker build -t ghcr.io/tenant-operator/tenant-operator:0.1.0 .
+#   docker build --build-arg REVISION=$(git rev-parse HEAD) -t ghcr.io/tenant-operator/tenant-operator:0.1.0 .
 #
 # pg_dump and pg_restore (tier migrations, reclaimPolicy Snapshot) refuse servers of a newer
 # major version than their own. Debian 12 ships 15; for PostgreSQL 16 or 17 build on Debian 13:
 #   docker build --build-arg BASE=python:3.11-slim-trixie ...
+#
+# The base image should be pinned by digest as well as by tag (tag@sha256:...), so that a
+# rebuild uses the same base until the pin moves on purpose: hack/pin-base-image.sh asks the
+# registry for the digest and writes it here. It is not pinned yet: the machines this
+# project is built on reach no container registry, and a digest copied from elsewhere could
+# not be checked. Run the script before building a release.
 ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/tenant-operator
 WORKDIR /src
-COPY pyproject.toml constraints.txt LICENSE ./
+COPY requirements-image.txt pyproject.toml LICENSE ./
 COPY operator/ operator/
-# The pinned versions of constraints.txt, as the tests run them; bytecode compiled now,
-# since the running container cannot write it.
-RUN /opt/tenant-operator/bin/pip install -c constraints.txt . \
+# Exactly the files of requirements-image.txt (hack/lock-image.sh), each checked against its
+# sha256: the versions of constraints.txt, which the tests run. Then the operator's own package,
+# built with that lock's setuptools and nothing fetched (no build isolation, no index). Bytecode
+# is compiled now, since the running container cannot write it.
+RUN /opt/tenant-operator/bin/pip install --require-hashes --no-deps -r requirements-image.txt \
+ && /opt/tenant-operator/bin/pip install --no-deps --no-build-isolation --no-index . \
+ && /opt/tenant-operator/bin/pip check \
  && /opt/tenant-operator/bin/python -m compileall -q /opt/tenant-operator
 
 FROM ${BASE}

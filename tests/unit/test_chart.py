@@ -460,11 +460,11 @@ def test_configuration_reference_lists_every_setting():
     assert missing == [], "docs/configuration.md lacks these settings"
 
 
-def test_dockerfile_installs_the_pinned_dependencies_and_pg_dump():
+def test_dockerfile_installs_the_locked_dependencies_and_pg_dump():
     text = (ROOT / "Dockerfile").read_text()
 
     assert re.search(r"^ARG BASE=python:3\.11-slim", text, re.M)
-    assert "-c constraints.txt" in text
+    assert "pip install --require-hashes --no-deps -r requirements-image.txt" in text
     assert "postgresql-client" in text
     assert re.search(r'^ENTRYPOINT \["tenant-operator"\]', text, re.M)
 
