@@ -147,7 +147,7 @@ class Install:
         """The operator as the Deployment would run it: its flags, its environment, its identity."""
         container = self.live_container()
         assert container["args"][0] == "run"
-        run_args = tuple(arg for arg in container["args"][1:] if not arg.startswith("--liveness="))
+        run_args = tuple(container["args"][1:])
         settings, database_url = {}, None
         for env in container["env"]:
             if not env["name"].startswith(ENV_PREFIX):
@@ -161,7 +161,7 @@ class Install:
                 value = env["value"]
             if key == "database_url":
                 database_url = value
-            elif key != "metrics_port":  # OperatorProcess serves metrics on a free port of its own
+            elif key not in ("metrics_port", "health_port"):  # OperatorProcess serves them on free ports
                 settings[key] = value
         settings["shared_database"] = self.shared_database
         settings["snapshot_dir"] = str(logdir / f"{name}-snapshots")  # the pod's volume path is not ours
