@@ -2,14 +2,16 @@
 """Refresh every copy packaging keeps, or check them (--check): one command after a change.
 
 1. The chart's copies of generated or shared files: charts/tenant-operator/crds/ from crds/
-   (Helm reads CRDs only from inside the chart) and files/tenant-owner-clusterrole.yaml
-   from rbac/.
+   (Helm reads CRDs only from inside the chart), files/tenant-owner-clusterrole.yaml
+   from rbac/, and LICENSE.
 2. The kustomize base in manifests/ from the chart. `kubectl apply -k manifests/` must install
 what `helm install` installs with the chart's defaults, so the base is not written by hand: it
 is `helm template` with the one value the chart cannot default (the database Secret's name),
 split by role into files, with
 Helm's own labels dropped. The TenantPlans get a kustomization of their own, manifests/plans/:
 kubectl cannot create objects of a kind whose CRD it creates in the same apply.
+3. The values table of the chart's README, from values.yaml: a row per value, its default,
+and the comment above it as the description (a value without one is refused).
 Run it after changing the chart, the CRDs or the owners' ClusterRole:
 
     .venv/bin/python hack/sync-manifests.py           # write what is stale
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,7 +87,7 @@ def find_helm(build: bool = True) -> str | None:
 def helm_template(helm: str, *args: str, include_crds: bool = True) -> list[dict]:
     """The chart rendered as the base renders it (release and namespace tenant-operator)."""
     command = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
-               "--set", f"database.existingSecret={DATABASE_SECRET}", *args]
+               "--skip-tests", "--set", f"database.existingSecret={DATABASE_SECRET}", *args]
     if include_crds:
         command.append("--include-crds")
     result = subprocess.run(command, capture_output=True, text=True)
@@ -149,6 +153,7 @@ def chart_copies() -> dict[Path, Path]:
     """Copy in the chart -> its source outside the chart."""
     copies = {CHART / "crds" / path.name: path for path in sorted((ROOT / "crds").glob("*.yaml"))}
     copies[CHART / "files" / "tenant-owner-clusterrole.yaml"] = ROOT / "rbac" / "tenant-owner-clusterrole.yaml"
+    copies[CHART / "LICENSE"] = ROOT / "LICENSE"
     return copies
 
 
@@ -168,6 +173,88 @@ def stale_files(files: dict[str, str]) -> list[str]:
     return stale + extra
 
 
+CHART_README = CHART / "README.md"
+VALUES_BEGIN, VALUES_END = "<!-- values:begin -->", "<!-- values:end -->"
+WHOLE = {"resources", "podSecurityContext", "securityContext", "grants.resources", "tests.resources", "plans.items"}
+"""Mappings shown as one row with their whole default, rather than a row per key inside."""
+LONGEST_DEFAULT = 100
+
+
+def value_comments(text: str) -> dict[str, str]:
+    """Dotted key of values.yaml -> the comment lines right above it (no blank line between), joined."""
+    comments: dict[str, str] = {}
+    path: list[tuple[int, str]] = []
+    pending: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+            continue
+        key = re.match(r"^(\s*)([A-Za-z0-9_.-]+):", line)
+        if key:
+            while path and path[-1][0] >= len(key[1]):
+                path.pop()
+            path.append((len(key[1]), key[2]))
+            if pending:
+                comments[".".join(name for _, name in path)] = " ".join(pending)
+        pending = []
+    return comments
+
+
+def _rows(values: dict, prefix: str = "") -> list[tuple[str, object, bool]]:
+    """(key, default, whether it is a section: a mapping whose keys have rows of their own)."""
+    rows: list[tuple[str, object, bool]] = []
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and value and key not in WHOLE:
+            rows += [(key, value, True), *_rows(value, key + ".")]
+        else:
+            rows.append((key, value, False))
+    return rows
+
+
+def _markdown(comment: str) -> str:
+    """A comment as a table cell: pipes escaped, and <placeholders> outside `code` kept from being read as HTML."""
+    parts = comment.replace("|", "\\|").split("`")
+    return "`".join(part if i % 2 else part.replace("<", "&lt;").replace(">", "&gt;") for i, part in enumerate(parts))
+
+
+def _type(value: object) -> str:
+    for python, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "string"), (list, "list"),
+                         (dict, "object")):
+        if isinstance(value, python):
+            return name
+    return "int or null"
+
+
+def values_table() -> str:
+    """The Markdown table of every value: key, type, default, description. KeyError for a value without a comment."""
+    text = (CHART / "values.yaml").read_text()
+    comments = value_comments(text)
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    for key, value, section in _rows(yaml.safe_load(text)):
+        if key not in comments and not section:
+            raise KeyError(f"charts/tenant-operator/values.yaml: {key} has no comment to describe it")
+        description = _markdown(comments.get(key, ""))
+        if section:
+            if description:
+                lines.append(f"| **`{key}`** | | | {description} |")
+            continue
+        default = json.dumps(value, separators=(", ", ": "))
+        if len(default) > LONGEST_DEFAULT:
+            default = "see values.yaml"
+        lines.append(f"| `{key}` | {_type(value)} | `{default}` | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_with_values_table() -> str:
+    """The chart's README with its values table as values.yaml makes it now."""
+    readme = CHART_README.read_text()
+    head, rest = readme.split(VALUES_BEGIN)
+    _, tail = rest.split(VALUES_END)
+    return f"{head}{VALUES_BEGIN}\n{values_table()}{VALUES_END}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a copy is stale; write nothing")
@@ -179,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = [str(path.relative_to(ROOT)) for path in stale_copies()]
         stale += [f"manifests/{name}" for name in stale_files(render_base(helm))]
+        if CHART_README.read_text() != readme_with_values_table():
+            stale.append(str(CHART_README.relative_to(ROOT)))
         if stale:
             print("packaging copies are out of date: run hack/sync-manifests.py\n  " + "\n  ".join(stale),
                   file=sys.stderr)
@@ -202,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.unlink()
         print(f"wrote {path.relative_to(ROOT)}" if name in files else f"removed {path.relative_to(ROOT)}")
+    readme = readme_with_values_table()
+    if CHART_README.read_text() != readme:
+        CHART_README.write_text(readme)
+        print(f"wrote {CHART_README.relative_to(ROOT)}")
     return 0
 
 

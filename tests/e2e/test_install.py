@@ -147,7 +147,7 @@ class Install:
         """The operator as the Deployment would run it: its flags, its environment, its identity."""
         container = self.live_container()
         assert container["args"][0] == "run"
-        run_args = tuple(arg for arg in container["args"][1:] if not arg.startswith("--liveness="))
+        run_args = tuple(container["args"][1:])
         settings, database_url = {}, None
         for env in container["env"]:
             if not env["name"].startswith(ENV_PREFIX):
@@ -161,7 +161,7 @@ class Install:
                 value = env["value"]
             if key == "database_url":
                 database_url = value
-            elif key != "metrics_port":  # OperatorProcess serves metrics on a free port of its own
+            elif key not in ("metrics_port", "health_port"):  # OperatorProcess serves them on free ports
                 settings[key] = value
         settings["shared_database"] = self.shared_database
         settings["snapshot_dir"] = str(logdir / f"{name}-snapshots")  # the pod's volume path is not ours
@@ -365,6 +365,20 @@ class TestHelmInstall:
                                  f"--as=system:serviceaccount:{NAMESPACE}:{RELEASE}"], capture_output=True, text=True)
 
         assert answer.stdout.strip() == allowed, f"{verb} {resource}: {answer.stdout}{answer.stderr}"
+
+    def test_a_second_installation_in_the_cluster_is_refused_with_the_first_ones_name(self, helm_release):
+        helm = helm_binary(helm_release.cluster)
+        run_kubectl(helm_release.cluster, "create", "namespace", "second")
+        second = subprocess.run([helm, "install", "second", str(CHART), "--kubeconfig",
+                                 str(helm_release.cluster.kubeconfig), "--namespace", "second",
+                                 "--set", "database.existingSecret=pg-admin"], capture_output=True, text=True)
+
+        assert second.returncode != 0
+        assert f"already installed in this cluster: release {RELEASE} in namespace {NAMESPACE}" in second.stderr
+        assert helm_release.kubectl("-n", "second", "get", "all", "-o", "name").strip() == ""
+        # The installed release is the one to upgrade; an upgrade of it passes the same check.
+        run(helm, "upgrade", RELEASE, str(CHART), "--kubeconfig", str(helm_release.cluster.kubeconfig),
+            "--namespace", NAMESPACE, "--reuse-values", "--wait", "--timeout", "180s")
 
     def test_more_replicas_elect_a_leader_with_the_chart_identity(self, helm_release, logdir):
         helm = helm_binary(helm_release.cluster)

@@ -185,16 +185,17 @@ def test_pod_runs_as_the_image_user():
         int(user[1]), int(user[2]))
 
 
-def test_probes_use_kopf_liveness_endpoint(helm):
-    operator = container(render(helm))
-    (liveness,) = [arg for arg in operator["args"] if arg.startswith("--liveness=")]
+def test_liveness_asks_alive_and_readiness_asks_able_to_reconcile(helm):
+    operator = container(render(helm, "health.port=9000"))
     port = {p["name"]: p["containerPort"] for p in operator["ports"]}["health"]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
 
     assert operator["args"][:2] == ["run", "--standalone"]
-    assert liveness == f"--liveness=http://0.0.0.0:{port}/healthz"
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert operator["startupProbe"]["periodSeconds"] * operator["startupProbe"]["failureThreshold"] >= 300
+    assert env[f"{ENV_PREFIX}HEALTH_PORT"] == str(port) == "9000"
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    # Liveness answers from the first second on (also while PostgreSQL is awaited): no startup probe to hold it.
+    assert "startupProbe" not in operator
 
 
 def test_every_operator_variable_is_a_setting(helm):
@@ -337,7 +338,10 @@ def test_chart_installs_the_cluster_role_owners_are_bound_to(helm):
     bound = rendering.owners_role_binding(tenant)["roleRef"]["name"]
     owner = only(render(helm), "ClusterRole", bound)
 
-    assert owner == yaml.safe_load((ROOT / "rbac" / "tenant-owner-clusterrole.yaml").read_text())
+    source = yaml.safe_load((ROOT / "rbac" / "tenant-owner-clusterrole.yaml").read_text())
+    assert (owner["metadata"]["name"], owner["rules"]) == (source["metadata"]["name"], source["rules"])
+    assert source["metadata"]["labels"].items() <= owner["metadata"]["labels"].items()
+    assert owner["metadata"]["labels"]["app.kubernetes.io/instance"] == sync.RELEASE
     assert not [d for d in render(helm, "rbac.create=false") if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
 
@@ -458,11 +462,11 @@ def test_configuration_reference_lists_every_setting():
     assert missing == [], "docs/configuration.md lacks these settings"
 
 
-def test_dockerfile_installs_the_pinned_dependencies_and_pg_dump():
+def test_dockerfile_installs_the_locked_dependencies_and_pg_dump():
     text = (ROOT / "Dockerfile").read_text()
 
     assert re.search(r"^ARG BASE=python:3\.11-slim", text, re.M)
-    assert "-c constraints.txt" in text
+    assert "pip install --require-hashes --no-deps -r requirements-image.txt" in text
     assert "postgresql-client" in text
     assert re.search(r'^ENTRYPOINT \["tenant-operator"\]', text, re.M)
 

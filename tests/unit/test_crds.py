@@ -158,13 +158,19 @@ def test_tenant_names_and_printer_columns(documents):
         "shortNames": ["tn"],
         "categories": ["tenancy"],
     }
-    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in _version(document)["additionalPrinterColumns"]}
+    columns = {c["name"]: (c["type"], c["jsonPath"], c.get("priority", 0))
+               for c in _version(document)["additionalPrinterColumns"]}
     assert columns == {
-        "Plan": ("string", ".spec.plan"),
-        "Tier": ("string", ".status.tier"),
-        "Phase": ("string", ".status.phase"),
-        "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status'),
-        "Age": ("date", ".metadata.creationTimestamp"),
+        "Plan": ("string", ".spec.plan", 0),
+        "Tier": ("string", ".status.tier", 0),
+        "Phase": ("string", ".status.phase", 0),
+        "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status', 0),
+        "Age": ("date", ".metadata.creationTimestamp", 0),
+        # -o wide
+        "Namespace": ("string", ".status.namespace", 1),
+        "Database": ("string", ".status.database.database", 1),
+        "Schema": ("string", ".status.database.schema", 1),
+        "Message": ("string", '.status.conditions[?(@.type=="Ready")].message', 1),
     }
 
 
@@ -175,7 +181,10 @@ def test_tenant_plan_names_and_printer_columns(documents):
     assert document["spec"]["names"]["plural"] == "tenantplans"
     assert document["spec"]["names"]["shortNames"] == ["tnp"]
     columns = {c["name"]: (c["type"], c["jsonPath"]) for c in _version(document)["additionalPrinterColumns"]}
-    assert columns == {"Tiers": ("string", ".spec.tiers"), "Age": ("date", ".metadata.creationTimestamp")}
+    assert columns == {"Display Name": ("string", ".spec.displayName"),
+                       "Shared": ("string", '.spec.tiers[?(@=="shared")]'),
+                       "Isolated": ("string", '.spec.tiers[?(@=="isolated")]'),
+                       "Age": ("date", ".metadata.creationTimestamp")}
 
 
 def test_tenant_name_rules_sit_at_the_root_and_point_at_the_name(documents):

@@ -1,20 +1,31 @@
-{{/* The release's full name: the release name, unless it lacks the chart's name. */}}
+{{/* The chart's name, or nameOverride. */}}
+{{- define "tenant-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name: fullnameOverride, else the release name, unless it lacks the chart's name.
+Every object the chart names is named after it; the suffixes it adds (-tenant-namespace) keep within 253. */}}
 {{- define "tenant-operator.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "tenant-operator.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "tenant-operator.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "tenant-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* The grants Deployment's pods: apart from the operator's, which its Service and PDB select. */}}
 {{- define "tenant-operator.grantsSelectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}-grants
+app.kubernetes.io/name: {{ include "tenant-operator.name" . }}-grants
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -49,4 +60,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The `helm test` pod (templates/tests/): let through to the metrics port by the NetworkPolicy. */}}
+{{- define "tenant-operator.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "tenant-operator.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}

@@ -21,6 +21,16 @@ SCHEMA_READY = "SchemaReady"
 
 PARTS = (NAMESPACE_READY, QUOTA_READY, DATABASE_READY, WORKLOADS_READY)
 
+PROGRESS_REASONS = frozenset({
+    "WorkloadsProgressing",  # a Deployment rolls out
+    "AccessPending",  # a new namespace waits for the grants process to bind the operator
+    "WaitingForNamespace", "WaitingForQuota", "WaitingForDatabase",  # a part waits for the one before it
+    "Migrating",  # Ready while a move runs
+    "MigrationCompleted", "MigrationSettled", "MigrationCancelled",  # Migrating, once a move is over
+})
+"""Reasons of a condition that is not True in the normal course of things: their events are Normal.
+Warning is for what a person should look at (kubectl get events --field-selector type=Warning)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Condition:
@@ -72,6 +82,11 @@ def summary(parts: list[Condition]) -> Condition:
         if part.ok is not True:
             return Condition(READY, False if part.ok is False else None, part.reason, f"{part.type}: {part.message}")
     return Condition(READY, True, "TenantReady", "all parts of the tenant are in place")
+
+
+def deserves_warning(condition: dict) -> bool:
+    """Whether the event telling this condition's change is a Warning: False, and not mere progress."""
+    return condition.get("status") == "False" and condition.get("reason") not in PROGRESS_REASONS
 
 
 def transitions(before: Iterable[dict], after: Iterable[dict]) -> list[dict]:

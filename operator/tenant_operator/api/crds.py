@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from tenant_operator.api import names
+from tenant_operator.api.fields import Tier
 from tenant_operator.api.plan import TenantPlanSpec
 from tenant_operator.api.schema import DatabaseSchemaSpec, DatabaseSchemaStatus
 from tenant_operator.api.tenant import TenantSpec, TenantStatus
@@ -260,6 +261,27 @@ def _crd(
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_READY = '.status.conditions[?(@.type=="Ready")]'
+# `kubectl get -o wide` adds the priority-1 columns: where the tenant's things are, and why it is not Ready.
+TENANT_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Plan", "type": "string", "jsonPath": ".spec.plan"},
+    {"name": "Tier", "type": "string", "jsonPath": ".status.tier"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Ready", "type": "string", "jsonPath": f"{_READY}.status"},
+    _AGE,
+    {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace", "priority": 1},
+    {"name": "Database", "type": "string", "jsonPath": ".status.database.database", "priority": 1},
+    {"name": "Schema", "type": "string", "jsonPath": ".status.database.schema", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": f"{_READY}.message", "priority": 1},
+]
+# The API server prints only the first value a column's JSONPath finds, and a whole list as JSON
+# (["shared","isolated"]); so each tier gets a column of its own, showing its name when allowed.
+TENANT_PLAN_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Display Name", "type": "string", "jsonPath": ".spec.displayName"},
+    *({"name": tier.value.capitalize(), "type": "string", "jsonPath": f'.spec.tiers[?(@=="{tier.value}")]'}
+      for tier in Tier),
+    _AGE,
+]
 
 
 def tenant_crd() -> dict[str, Any]:
@@ -274,13 +296,7 @@ def tenant_crd() -> dict[str, Any]:
         plural="tenants",
         short_names=["tn"],
         schema=schema,
-        columns=[
-            {"name": "Plan", "type": "string", "jsonPath": ".spec.plan"},
-            {"name": "Tier", "type": "string", "jsonPath": ".status.tier"},
-            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-            _AGE,
-        ],
+        columns=TENANT_COLUMNS,
     )
 
 
@@ -296,7 +312,7 @@ def tenant_plan_crd() -> dict[str, Any]:
         plural="tenantplans",
         short_names=["tnp"],
         schema=schema,
-        columns=[{"name": "Tiers", "type": "string", "jsonPath": ".spec.tiers"}, _AGE],
+        columns=TENANT_PLAN_COLUMNS,
     )
 
 

@@ -219,11 +219,12 @@ def _wait_workloads_run(cluster: LocalCluster) -> None:
     """Prove the controllers work: a namespace can be deleted, a Deployment becomes Available."""
     api_client, client = _api(cluster)
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    # As a real node, it has ephemeral storage to offer: pods that request some (the chart's) fit.
+    room = {"cpu": "64", "memory": "256Gi", "pods": "1000", "ephemeral-storage": "1Ti"}
     core.create_node(client.V1Node(
         metadata=client.V1ObjectMeta(name=FAKE_NODE, annotations={"kwok.x-k8s.io/node": "fake"},
                                      labels={"type": "kwok", "kubernetes.io/hostname": FAKE_NODE}),
-        status=client.V1NodeStatus(allocatable={"cpu": "64", "memory": "256Gi", "pods": "1000"},
-                                   capacity={"cpu": "64", "memory": "256Gi", "pods": "1000"}),
+        status=client.V1NodeStatus(allocatable=room, capacity=room),
     ))
     probe = "readiness-probe"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=probe)))

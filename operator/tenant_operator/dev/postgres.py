@@ -125,6 +125,14 @@ def stop_postgres(server: PostgresServer, mode: str = "fast") -> None:
     )
 
 
+def stop_postgres_in(base_dir: Path) -> None:
+    """Stop the server whose data lives under `base_dir` (start_postgres's), if one runs there; immediately."""
+    data_dir = base_dir / "data"
+    if (data_dir / "postmaster.pid").exists():
+        subprocess.run([*_as_server_user(), str(postgres_bin_dir() / "pg_ctl"), "-D", str(data_dir), "-m",
+                        "immediate", "-w", "stop"], check=False, capture_output=True, text=True)
+
+
 def restart_postgres(server: PostgresServer) -> None:
     """Start a stopped server again on the same port and data (for outage tests)."""
     _pg_ctl_start(server.bin_dir, server.data_dir, server.port)

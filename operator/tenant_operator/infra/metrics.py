@@ -7,7 +7,11 @@ Kubernetes and every DDL/DCL batch sent to PostgreSQL.
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from tenant_operator import __version__
 
 RECONCILES = Counter("tenant_operator_reconciles_total", "Reconciles of tenants, by result", ["result"])
 RECONCILE_SECONDS = Histogram("tenant_operator_reconcile_duration_seconds", "Duration of one tenant reconcile",
@@ -30,6 +34,10 @@ ROLLOUT_SECONDS = Histogram("tenant_operator_schema_rollout_duration_seconds",
                             "From a DatabaseSchema's new latest version to every tenant at it",
                             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200))
 TENANTS = Gauge("tenant_operator_tenants", "Tenants by phase, tier and plan", ["phase", "tier", "plan"])
+# Always 1: the labels say which build runs (`helm test` and dashboards compare the version).
+BUILD_INFO = Gauge("tenant_operator_build_info", "The running tenant-operator: its version and Python's",
+                   ["version", "python_version"])
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 _tenant_labels: dict[str, tuple[str, str, str]] = {}
 

@@ -60,7 +60,7 @@ def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, t
     for changed in cond.transitions(current.get("conditions", []), merged):
         if changed["type"] == cond.READY or changed["status"] != "True":
             ctx.events.post(written, changed["reason"], f"{changed['type']}: {changed['message']}",
-                            warning=changed["status"] == "False")
+                            warning=cond.deserves_warning(changed))
     return written
 
 

@@ -3,6 +3,11 @@
 With leader election the caches and the queue are kept on every replica, so a
 follower that becomes leader starts from a warm cache; only the workers wait
 for leadership, and they ask again before each reconcile.
+
+Whether the caches are synced (readiness, health.py) is judged against a LIST of
+the tenants taken at start-up: kopf does not tell its handlers when a watch's
+initial listing is over. Every tenant of that list must have come through the
+watch, or be gone (looked up again while any is missing).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
-from tenant_operator.api.kinds import DATABASE_SCHEMA, TENANT_PLAN, ObjectRef
+from tenant_operator.api.kinds import DATABASE_SCHEMA, TENANT, TENANT_PLAN, ObjectRef
 from tenant_operator.api.schema import DatabaseSchema
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
@@ -40,6 +45,9 @@ log = logging.getLogger(__name__)
 EVENTS_FLUSH_SECONDS = 5.0
 # How often the DatabaseSchemas' rollout status is brought up to date from the tenants.
 ROLLOUT_STATUS_SECONDS = 2.0
+# While tenants listed at start-up have not come through the watch, they are looked up again this often:
+# one deleted between that LIST and the watch's own would otherwise keep the caches "not synced" for ever.
+SYNC_RECHECK_SECONDS = 10.0
 
 
 @dataclasses.dataclass
@@ -64,6 +72,8 @@ class Controller:
     _running: set[concurrent.futures.Future] = dataclasses.field(default_factory=set)
     _listing: ListedKube | None = None
     _listing_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    unseen: set[str] | None = None
+    """Tenants that existed at start-up and have not come through the watch yet; None before prepare()."""
 
     @classmethod
     def create(cls, kube: Kube, settings: Settings) -> Controller:
@@ -91,6 +101,9 @@ class Controller:
             self.plans.setdefault(plan["metadata"]["name"], plan)
         for schema in self.kube.list(DATABASE_SCHEMA):
             self.schemas.setdefault(schema["metadata"]["name"], schema)
+        self.unseen = self._tenant_names() - set(self.tenants)
+        if not self.unseen:
+            log.info("caches synced: no tenant to wait for, %d plans", len(self.plans))
         settings, kube = self.context.settings, self.kube
         self.context = dataclasses.replace(self.context, access=access.Access.from_settings(settings))
         shared_database.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
@@ -123,6 +136,28 @@ class Controller:
 
         if isinstance(self.context.rollouts, RolloutGate):
             self.context.rollouts.wake = wake
+        self.tasks.append(asyncio.create_task(self._forget_unseen_gone(), name="sync"))
+
+    @property
+    def synced(self) -> bool:
+        """Whether every tenant that existed at start-up is in the cache (or gone): able to reconcile them all."""
+        return self.unseen is not None and not self.unseen
+
+    def _tenant_names(self) -> set[str]:
+        return {tenant["metadata"]["name"] for tenant in self.kube.list(TENANT)}
+
+    async def _forget_unseen_gone(self) -> None:
+        while not self.synced:
+            await asyncio.sleep(SYNC_RECHECK_SECONDS)
+            if self.unseen:
+                existing = await asyncio.get_running_loop().run_in_executor(self.executor, self._tenant_names)
+                self._saw(*(self.unseen - existing))
+
+    def _saw(self, *names: str) -> None:
+        if self.unseen:
+            self.unseen.difference_update(names)
+            if not self.unseen:
+                log.info("caches synced: %d tenants, %d plans", len(self.tenants), len(self.plans))
 
     async def stop(self, drain_seconds: float = 0) -> None:
         """Stop the workers; wait up to `drain_seconds` for reconciles already running in threads."""
@@ -150,6 +185,7 @@ class Controller:
 
     def tenant_seen(self, event_type: str, body: dict) -> None:
         name = body["metadata"]["name"]
+        self._saw(name)
         if event_type == "DELETED":
             self.tenants.pop(name, None)
             self.queue.drop(name)

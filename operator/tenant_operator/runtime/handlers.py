@@ -9,6 +9,9 @@ With leader election (`run --leader-election`) every replica watches and
 caches; the Lease decides whose workers reconcile (leader.py). On shutdown the
 leader stops taking work, lets running reconciles finish, then releases the
 Lease so that a follower takes over at once instead of after its expiry.
+
+The health endpoints (health.py) start first, so that liveness answers while
+the start-up handler still waits for PostgreSQL, and readiness says why not yet.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from typing import Any
 
 import kopf
 
+from tenant_operator import __version__
 from tenant_operator.api.names import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from tenant_operator.api.settings import from_environment
 from tenant_operator.infra import connection, metrics
 from tenant_operator.infra.access import AccessPending
 from tenant_operator.infra.kube import Kube, api_client
+from tenant_operator.runtime import health
 from tenant_operator.runtime.controller import Controller
 from tenant_operator.runtime.leader import (
     KubeLeaseStore,
@@ -37,6 +42,20 @@ log = logging.getLogger(__name__)
 # A leader lets running reconciles finish before it releases the Lease; a pg_dump may take
 # longer, and then the Lease is released anyway: the next leader repeats that idempotent step.
 DRAIN_SECONDS = 20.0
+
+
+@kopf.on.startup()
+async def serve_health(memo: kopf.Memo, **_) -> None:
+    """Registered before start(): kopf runs start-up handlers in order, and start() may retry for a while."""
+    port = from_environment().health_port
+    if port:
+        memo["health"] = await health.serve(port, lambda: _readiness(memo))
+
+
+def _readiness(memo: kopf.Memo) -> health.Readiness:
+    elector: LeaderElector | None = memo.get("elector")
+    return health.readiness(memo.get("controller"), memo.get("problem"),
+                            leading=elector.is_leader if elector else None, stopping=bool(memo.get("stopping")))
 
 
 @kopf.on.startup()
@@ -56,10 +75,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         await asyncio.get_running_loop().run_in_executor(controller.executor, controller.prepare)
     except connection.DatabaseUnavailable as error:
         controller.executor.shutdown(wait=False)
-        raise kopf.TemporaryError(f"PostgreSQL is not reachable yet: {error}", delay=5) from None
+        memo["problem"] = f"PostgreSQL is not reachable yet: {error}"
+        raise kopf.TemporaryError(memo["problem"], delay=5) from None
     except AccessPending as error:
         controller.executor.shutdown(wait=False)
-        raise kopf.TemporaryError(f"the shared namespace is not open to the operator yet: {error}", delay=5) from None
+        memo["problem"] = f"the shared namespace is not open to the operator yet: {error}"
+        raise kopf.TemporaryError(memo["problem"], delay=5) from None
     metrics.serve(operator_settings.metrics_port)
     if operator_settings.leader_election:
         config = LeaseConfig.from_settings(operator_settings, identity=identity)
@@ -72,11 +93,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     else:
         controller.start()
     memo["controller"] = controller
-    log.info("tenant-operator started as %s: %s", identity, operator_settings)
+    log.info("tenant-operator %s started as %s: %s", __version__, identity, operator_settings)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_) -> None:
+    memo["stopping"] = True  # readiness answers 503 from now on
     controller: Controller | None = memo.get("controller")
     elector: LeaderElector | None = memo.get("elector")
     if elector:
@@ -85,6 +107,9 @@ async def stop(memo: kopf.Memo, **_) -> None:
         await controller.stop(drain_seconds=DRAIN_SECONDS if elector else 0)
     if elector:
         await elector.release_async()
+    runner = memo.get("health")
+    if runner:
+        await runner.cleanup()
 
 
 @kopf.on.event(GROUP, VERSION, "tenants")
