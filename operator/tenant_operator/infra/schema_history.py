@@ -85,8 +85,9 @@ def apply(dsn: str, schema: str, migrations: Sequence[Migration], up_to: int,
         raise connection.DatabaseUnavailable(f"cannot log in as the tenant to migrate its schema: "
                                              f"{' '.join(str(error).split())}") from None
     with conn:
-        _ensure_history(conn, schema)
         done = applied_versions(conn, schema)
+        if not done:
+            _ensure_history(conn, schema)
         for migration in migrations:
             if migration.version in done and done[migration.version] != migration.checksum:
                 raise ChecksumMismatch(migration.version)

@@ -301,3 +301,18 @@ def _prune_isolated_workloads(kube: KubeAPI, tenant: Tenant) -> None:
     for kind in (KINDS[("apps/v1", "Deployment")], KINDS[("v1", "Service")]):
         for item in kube.list(kind, namespace, selector):
             kube.delete(ObjectRef(kind, item["metadata"]["name"], namespace))
+
+
+def schema_turn(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str) -> SchemaState:
+    """The schema step alone, for a tenant at rest whose DatabaseSchema changed or whose turn came.
+
+    Everything else about the tenant is as its last reconcile left it (a change of it
+    would have queued a full reconcile); its password, read only when a version is to
+    run, is the one its Secret holds. A tenant still waiting costs no request at all.
+    """
+    def password() -> str | None:
+        return secret_password(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
+                                                       names.tenant_namespace(tenant.name))))
+
+    return ensure_schema(ctx, tenant, plan, postgres.placement(tenant.name, tier, ctx.settings.shared_database),
+                         password)

@@ -14,12 +14,13 @@ from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.reconcile import deletion, migration
 from tenant_operator.reconcile.context import Context, Outcome
-from tenant_operator.reconcile.converge import converge, plan_for
+from tenant_operator.reconcile.converge import converge, plan_for, schema_turn
 from tenant_operator.reconcile.report import phase, report, summary
 from tenant_operator.reconcile.state import migration_wanted, tier_of
 
 
-def reconcile(ctx: Context, tenant: Tenant) -> Outcome:
+def reconcile(ctx: Context, tenant: Tenant, schema_only: bool = False) -> Outcome:
+    """`schema_only`: the rollout gave the tenant its turn and nothing else about it changed."""
     if tenant.deleting:
         return deletion.finalize(ctx, tenant)
     tenant = ensure_finalizer(ctx, tenant)
@@ -33,6 +34,11 @@ def reconcile(ctx: Context, tenant: Tenant) -> Outcome:
 
     if migration_wanted(tenant):
         return migration.advance(ctx, tenant, plan)
+    if schema_only and _serving_at_rest(tenant):
+        turn = schema_turn(ctx, tenant, plan, tier)
+        report(ctx, tenant, [turn.condition] if turn.condition else [], tier=tier, schema_record=turn.record,
+               phase="Degraded" if turn.degraded else "Ready")
+        return Outcome(requeue_after=turn.requeue_after, failed=turn.failed)
     converged = converge(ctx, tenant, plan, tier)
     if converged.refused:
         # Nothing was provisioned on `tier`: status keeps the tier the tenant really lives on (if any),
@@ -48,6 +54,12 @@ def reconcile(ctx: Context, tenant: Tenant) -> Outcome:
     report(ctx, tenant, [*parts, *told, summary(parts, tenant, tier)], phase=now, tier=tier,
            schema_record=schema.record)
     return converged.outcome
+
+
+def _serving_at_rest(tenant: Tenant) -> bool:
+    """Ready at its current spec: a rollout's turn may look at its schema alone."""
+    return (render.value(tenant.status.phase) == "Ready" and tenant.status.observed_generation == tenant.generation
+            and not tenant.spec.suspended)
 
 
 def ensure_finalizer(ctx: Context, tenant: Tenant) -> Tenant:

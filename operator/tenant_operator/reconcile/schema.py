@@ -16,9 +16,11 @@ the tenant's lock (the one moves take), proven again before every version.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from tenant_operator.api import conditions as cond
+from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
@@ -54,7 +56,8 @@ class SchemaState:
 
 
 def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: DataPlacement,
-                  password: str) -> SchemaState:
+                  password: str | Callable[[], str | None]) -> SchemaState:
+    """`password`: the tenant's, or how to read it (only when a version is to run)."""
     name = plan.spec.database.schema_name
     if not name:
         return SchemaState(record=recorded(tenant))
@@ -89,9 +92,16 @@ def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: Dat
             return _state(tenant, born, Condition(cond.SCHEMA_READY, False, "SchemaRolloutPending",
                                                   f"at version {current}, {latest} is rolling out: {waiting.reason}"),
                           record, requeue_after=ROLLOUT_WAIT)
+    secret = password if isinstance(password, str) else password()
+    if secret is None:
+        if not born:
+            ctx.rollouts.finished(schema, tenant, False)
+        return _state(tenant, born, Condition(cond.SCHEMA_READY, False, "SchemaWaiting",
+                                              f"Secret {names.DB_SECRET_NAME} holds no password yet"), record,
+                      requeue_after=ROLLOUT_WAIT)
     failed = True
     try:
-        record, condition = _migrate(ctx, tenant, placement, password, resolved.migrations, schema.name,
+        record, condition = _migrate(ctx, tenant, placement, secret, resolved.migrations, schema.name,
                                      schema.generation, record, latest)
         failed = condition.reason == "SchemaMigrationFailed"
     except LockBusy as busy:

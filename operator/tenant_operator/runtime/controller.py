@@ -24,7 +24,6 @@ from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
 from tenant_operator.api.kinds import DATABASE_SCHEMA, TENANT, TENANT_PLAN, ObjectRef
-from tenant_operator.api.schema import DatabaseSchema
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
@@ -63,6 +62,8 @@ class Controller:
     """DatabaseSchemas as the watch last gave them."""
     workloads: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
     """Whether each of our Deployments (namespace, name) was Available when last seen."""
+    schema_turns: set[str] = dataclasses.field(default_factory=set)
+    """Tenants queued only for their turn in a schema rollout (nothing else about them changed)."""
     examining: set[str] = dataclasses.field(default_factory=set)
     """Tenants queued by a pass over all of them (start, resync, new leader), not by a change."""
     tasks: list[asyncio.Task] = dataclasses.field(default_factory=list)
@@ -132,7 +133,7 @@ class Controller:
 
         def wake(name: str) -> None:
             # Read live: one tenant at a time, a pass's listing would be taken again for each.
-            loop.call_soon_threadsafe(self._wake, name)
+            loop.call_soon_threadsafe(self._schema_turn, name)
 
         if isinstance(self.context.rollouts, RolloutGate):
             self.context.rollouts.wake = wake
@@ -222,25 +223,8 @@ class Controller:
         self.context.schemas.forget(name)
         # Only the schema changed for them: tenants at rest are looked at from a listing, not read live.
         self._listing = None
-        tenants = tenants_of_schema(self.tenants.values(), self.plans, name)
-        schema = self._rollout_view(body) if event_type != "DELETED" else None
-        if isinstance(self.context.rollouts, RolloutGate) and schema is not None \
-                and schema.spec.migrations.config_map_ref is None:
-            slots = schema.spec.rollout.max_parallel
-            names = self.context.rollouts.behind(schema, slots)
-            born = [t["metadata"]["name"] for t in tenants if not (t.get("status") or {}).get("database")]
-            for tenant_name in [*names, *born]:
-                self._wake(tenant_name)
-            return
-        for tenant in tenants:
-            self._examine(tenant["metadata"]["name"])
-
-    @staticmethod
-    def _rollout_view(body: dict) -> DatabaseSchema | None:
-        try:
-            return DatabaseSchema.from_body(body)
-        except ValueError:
-            return None  # the reconciles report what is wrong with it
+        for tenant in tenants_of_schema(self.tenants.values(), self.plans, name):
+            self._schema_turn(tenant["metadata"]["name"])
 
     async def _rollout_status(self) -> None:
         """Every few seconds, each DatabaseSchema's status from its tenants' (written only when it changed)."""
@@ -288,6 +272,13 @@ class Controller:
     def _wake(self, name: str) -> None:
         """Something about the tenant changed: its reconcile reads everything live."""
         self.examining.discard(name)
+        self.schema_turns.discard(name)
+        self.queue.add(name)
+
+    def _schema_turn(self, name: str) -> None:
+        """The rollout gives the tenant its turn: only its schema need be looked at, if nothing else changed."""
+        if name not in self.queue:
+            self.schema_turns.add(name)
         self.queue.add(name)
 
     def _examine(self, name: str) -> None:
@@ -315,11 +306,11 @@ class Controller:
                          time.monotonic() - started)
             return self._listing
 
-    def _reconcile(self, body: dict, examined: bool) -> Outcome:
+    def _reconcile(self, body: dict, examined: bool, schema_turn: bool = False) -> Outcome:
         """In a worker thread: the body typed once, then one reconcile (from the pass's listing if examined)."""
         tenant = Tenant.from_body(body)
         context = dataclasses.replace(self.context, kube=self._listed()) if examined else self.context
-        return reconcile(context, tenant)
+        return reconcile(context, tenant, schema_only=True) if schema_turn else reconcile(context, tenant)
 
     async def _worker(self, may_work: asyncio.Event) -> None:
         while True:
@@ -331,10 +322,12 @@ class Controller:
                     # A follower drops the key: leadership_gained() queues every tenant again.
                     continue
                 examined = name in self.examining and _at_rest(body)
+                schema_turn = name in self.schema_turns and not examined
+                self.schema_turns.discard(name)
                 self.examining.discard(name)
                 started = time.monotonic()
                 try:
-                    future = self.executor.submit(self._reconcile, body, examined)
+                    future = self.executor.submit(self._reconcile, body, examined, schema_turn)
                     self._running.add(future)
                     future.add_done_callback(self._running.discard)
                     outcome = await asyncio.wrap_future(future)

@@ -88,30 +88,8 @@ class RolloutGate:
             following = next(iter(waiting), None)
             if following is not None:
                 del waiting[following]
-        if following is None:
-            following = next(iter(self.behind(schema, 1, exclude=frozenset([tenant.name]))), None)
         if following is not None:
             self.wake(following)
-
-    def behind(self, schema: DatabaseSchema, count: int, exclude: frozenset[str] = frozenset()) -> list[str]:
-        """Up to `count` tenants still to move to the schema's latest version, canaries first.
-
-        A rollout wakes only as many tenants as it has slots, and each one that finishes
-        wakes the next: a tenant woken only to be told "not yet" would cost a reconcile and
-        a status write for nothing. The latest version is that of the inline versions (a
-        ConfigMap's are known only once resolved: then every tenant is looked at).
-        """
-        latest = max((m.version for m in schema.spec.migrations.inline), default=None)
-        failed = self.failed(schema)
-        with self._lock:
-            busy = self._running.get(schema.name, set()) | set(self._waiting.get(schema.name, {}))
-        candidates = [body for body in self.tenants_of(schema.name)
-                      if body["metadata"]["name"] not in failed | busy | exclude
-                      and _database(body).get("schemaVersion") != latest]
-        canary = schema.spec.rollout.canary
-        if canary is not None:
-            candidates.sort(key=lambda b: not _matches(_labels(b), canary.selector.match_labels))
-        return [body["metadata"]["name"] for body in candidates[:count]]
 
     def failed(self, schema: DatabaseSchema) -> set[str]:
         """Tenants failed under the schema's current generation (cache and this process's own)."""

@@ -91,5 +91,9 @@ class WorkQueue:
         if key in self._dirty:
             self._queue.put_nowait(key)
 
+    def __contains__(self, key: str) -> bool:
+        """Queued or being worked on."""
+        return key in self._dirty or key in self._processing
+
     def __len__(self) -> int:
         return len(self._dirty) + len(self._processing)
