@@ -79,12 +79,12 @@ def history(kube, name: str) -> list[int]:
 def test_tenants_are_born_with_every_version_and_follow_new_ones(tenants, kube, schemas):
     schema = schemas.schema(BASE, maxParallel=2)
     first, second = schemas.plan(schema), schemas.plan(schema, like="professional")
-    names = [tenants.unique("born") for _ in range(6)]
+    names = [tenants.unique("born") for _ in range(20)]
     for index, name in enumerate(names):
         tenants.create(name, plan=first if index % 2 else second,
                        tier="isolated" if index == 0 else "shared", database={"reclaimPolicy": "Delete"})
     for name in names:
-        tenants.wait_ready(name, timeout=180)
+        tenants.wait_ready(name, timeout=240)
         assert schema_version(tenants, name) == 3
         assert history(kube, name) == [1, 2, 3]
         assert tenants.condition(name, "SchemaReady")["reason"] == "SchemaAtLatest"
@@ -101,9 +101,9 @@ def test_tenants_are_born_with_every_version_and_follow_new_ones(tenants, kube, 
         assert tenants.condition(name, "Ready")["status"] == "True"
     with psycopg.connect(tenant_secret(kube, names[1])["DATABASE_URL"], autocommit=True) as conn:
         assert conn.execute("SELECT name, price, stock FROM items").fetchall() == [("kept", 0, None)]
-    status = wait_for(lambda: (s := schemas.status(schema)) and s.get("atLatest") == 6 and s, timeout=30,
+    status = wait_for(lambda: (s := schemas.status(schema)) and s.get("atLatest") == 20 and s, timeout=30,
                       what="the DatabaseSchema to count every tenant at the latest version")
-    assert (status["latestVersion"], status["tenants"], status["pending"], status["failed"]) == (5, 6, 0, 0)
+    assert (status["latestVersion"], status["tenants"], status["pending"], status["failed"]) == (5, 20, 0, 0)
     rolled_out = next(c for c in status["conditions"] if c["type"] == "RolledOut")
     assert rolled_out["status"] == "True"
 
@@ -204,3 +204,23 @@ def test_a_moved_tenant_keeps_its_version_and_takes_the_next_in_its_new_home(ten
     schemas.migrations(schema, [*BASE, {"version": 4, "description": "stock", "sql": "ALTER TABLE items ADD s int;"}])
     wait_for(lambda: schema_version(tenants, name) == 4, timeout=120, what="version 4 in the isolated home")
     assert history(kube, name) == [1, 2, 3, 4]
+
+
+def test_a_changed_or_removed_applied_version_is_refused_and_nothing_runs(tenants, kube, schemas):
+    schema = schemas.schema(BASE[:2])
+    name = tenants.unique("strict")
+    tenants.create(name, plan=schemas.plan(schema), database={"reclaimPolicy": "Delete"})
+    tenants.wait_ready(name, timeout=120)
+
+    changed = {**BASE[0], "sql": BASE[0]["sql"].replace("name text", "label text")}
+    schemas.migrations(schema, [changed, BASE[1], BASE[2]])
+    refused = tenants.wait_condition(name, "SchemaReady", "False", "MigrationChecksumMismatch", timeout=60)
+    assert "version 1" in refused["message"]
+    assert history(kube, name) == [1, 2]  # version 3 did not run either
+    assert tenants.condition(name, "Ready")["status"] == "True"
+
+    schemas.migrations(schema, [BASE[0]])  # version 2 taken away, though the tenant has it
+    removed = tenants.wait_condition(name, "SchemaReady", "False", "MigrationVersionRemoved", timeout=60)
+    assert "2" in removed["message"]
+    assert history(kube, name) == [1, 2]
+    assert schema_version(tenants, name) == 2

@@ -38,6 +38,9 @@ class Recorder:
     def flush(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for events not yet posted."""
 
+    def post_body(self, body: dict) -> None:
+        self._send(body)
+
     def _send(self, body: dict) -> None:
         try:
             self.kube.create(f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", body)
@@ -76,13 +79,19 @@ class BackgroundRecorder(Recorder):
 
 
 def event(tenant: Tenant, reason: str, message: str, warning: bool = False) -> dict:
+    return object_event("Tenant", tenant.name, tenant.uid, tenant.resource_version, reason, message, warning)
+
+
+def object_event(kind: str, name: str, uid: str | None, resource_version: str | None, reason: str, message: str,
+                 warning: bool = False) -> dict:
+    """An event about one of the operator's cluster-scoped objects (Tenant, DatabaseSchema)."""
     timestamp = now()
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{tenant.name}.{uuid.uuid4().hex[:12]}", "namespace": EVENTS_NAMESPACE},
-        "involvedObject": {"apiVersion": API_VERSION, "kind": "Tenant", "name": tenant.name,
-                           "uid": tenant.uid, "resourceVersion": tenant.resource_version},
+        "metadata": {"name": f"{name}.{uuid.uuid4().hex[:12]}", "namespace": EVENTS_NAMESPACE},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": kind, "name": name,
+                           "uid": uid, "resourceVersion": resource_version},
         "reason": reason,
         "message": message[:1024],
         "type": "Warning" if warning else "Normal",

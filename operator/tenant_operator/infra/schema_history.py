@@ -43,6 +43,15 @@ class ChecksumMismatch(Exception):
         self.version = version
 
 
+class VersionsRemoved(Exception):
+    """Versions applied here are no longer in the DatabaseSchema: its history cannot be told forward."""
+
+    def __init__(self, versions: list[int]):
+        super().__init__(f"version(s) {', '.join(map(str, versions))} were applied here but are no longer in the "
+                         "DatabaseSchema; put them back (a schema's versions are only ever added)")
+        self.versions = versions
+
+
 @dataclasses.dataclass
 class MigrationFailed(Exception):
     version: int
@@ -76,7 +85,7 @@ def apply(dsn: str, schema: str, migrations: Sequence[Migration], up_to: int,
     """Apply, in order, every version up to `up_to` not applied yet; the versions applied.
 
     `before_each` is asked before each version (the caller proves it still may act).
-    Raises ChecksumMismatch before running anything, MigrationFailed for the first
+    Raises VersionsRemoved or ChecksumMismatch before running anything, MigrationFailed for the first
     version that fails (rolled back; those before it stay).
     """
     try:
@@ -88,6 +97,9 @@ def apply(dsn: str, schema: str, migrations: Sequence[Migration], up_to: int,
         done = applied_versions(conn, schema)
         if not done:
             _ensure_history(conn, schema)
+        removed = sorted(set(done) - {migration.version for migration in migrations})
+        if removed:
+            raise VersionsRemoved(removed)
         for migration in migrations:
             if migration.version in done and done[migration.version] != migration.checksum:
                 raise ChecksumMismatch(migration.version)

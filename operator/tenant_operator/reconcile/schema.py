@@ -35,6 +35,8 @@ from tenant_operator.reconcile.state import recorded
 # A tenant waiting for its turn in a rollout looks again this much later.
 ROLLOUT_WAIT = 5.0
 SERVING = ("Ready", "Degraded", "Suspended")
+# The tenant stays on the version it has until the DatabaseSchema changes.
+FAILED_REASONS = ("SchemaMigrationFailed", "MigrationChecksumMismatch", "MigrationVersionRemoved")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,7 @@ class SchemaState:
 
     @property
     def degraded(self) -> bool:
-        return self.condition is not None and self.condition.reason == "SchemaMigrationFailed"
+        return self.condition is not None and self.condition.reason in FAILED_REASONS
 
 
 def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: DataPlacement,
@@ -103,7 +105,7 @@ def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: Dat
     try:
         record, condition = _migrate(ctx, tenant, placement, secret, resolved.migrations, schema.name,
                                      schema.generation, record, latest)
-        failed = condition.reason == "SchemaMigrationFailed"
+        failed = condition.reason in FAILED_REASONS
     except LockBusy as busy:
         failed = False
         return _state(tenant, born, Condition(cond.SCHEMA_READY, False, "SchemaWaiting", str(busy)), record,
@@ -139,6 +141,11 @@ def _migrate(ctx: Context, tenant: Tenant, placement: DataPlacement, password: s
             return record, Condition(cond.SCHEMA_READY, False, "SchemaMigrationFailed",
                                      f"DatabaseSchema {name}: {failure}; the tenant stays on version "
                                      f"{record.get('schemaVersion')}")
+        except schema_history.VersionsRemoved as removed:
+            record = dict(record, schemaFailedVersion=max(removed.versions), schemaFailedGeneration=generation)
+            ctx.events.post(tenant, "MigrationVersionRemoved", f"DatabaseSchema {name}: {removed}", warning=True)
+            return record, Condition(cond.SCHEMA_READY, False, "MigrationVersionRemoved",
+                                     f"DatabaseSchema {name}: {removed}")
         except schema_history.ChecksumMismatch as mismatch:
             record = dict(record, schemaFailedVersion=mismatch.version, schemaFailedGeneration=generation)
             ctx.events.post(tenant, "MigrationChecksumMismatch", f"DatabaseSchema {name}: {mismatch}", warning=True)

@@ -239,7 +239,7 @@ class Controller:
 
     def _write_rollout_status(self) -> None:
         for name in list(self.schemas):
-            write_rollout_status(self.kube, self.context.schemas, name,
+            write_rollout_status(self.kube, self.context.schemas, self.context.events, name,
                                  tenants_of_schema(list(self.tenants.values()), self.plans, name))
 
     def workload_seen(self, event_type: str, body: dict) -> None:

@@ -25,6 +25,8 @@ from tenant_operator.api import conditions as cond
 from tenant_operator.api.kinds import DATABASE_SCHEMA
 from tenant_operator.api.schema import HALTED, MAX_LISTED_FAILURES, ROLLED_OUT, DatabaseSchema
 from tenant_operator.api.tenant import Tenant
+from tenant_operator.infra import metrics
+from tenant_operator.infra.events import Recorder, object_event
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.schemas import SchemaCatalog
 from tenant_operator.reconcile.context import Wait
@@ -172,7 +174,8 @@ def tenants_of_schema(tenants: Iterable[dict[str, Any]], plans: dict[str, dict[s
             and not (body.get("metadata") or {}).get("deletionTimestamp")]
 
 
-def write_rollout_status(kube: Kube, catalog: SchemaCatalog, name: str, tenants: list[dict[str, Any]]) -> None:
+def write_rollout_status(kube: Kube, catalog: SchemaCatalog, recorder: Recorder, name: str,
+                         tenants: list[dict[str, Any]]) -> None:
     resolved = catalog.resolve(name)
     if resolved is None:
         return
@@ -180,8 +183,32 @@ def write_rollout_status(kube: Kube, catalog: SchemaCatalog, name: str, tenants:
     problem = (resolved.problem.reason, str(resolved.problem)) if resolved.problem else None
     current = schema.status.model_dump(mode="json", by_alias=True, exclude_unset=True)
     status = rollout_status(schema, resolved.latest, problem, tenants, current, cond.now())
+    _time_rollout(name, resolved.latest, status)
     if all(current.get(key) == value for key, value in status.items()):
         return
-    kube.apply_status(DATABASE_SCHEMA, name, status)
-    if status.get("atLatest") == status.get("tenants") and resolved.latest is not None:
-        log.info("DatabaseSchema %s: every tenant (%d) at version %s", name, status["tenants"], resolved.latest)
+    written = kube.apply_status(DATABASE_SCHEMA, name, status) or {}
+    metadata = written.get("metadata") or {}
+    for changed in cond.transitions(current.get("conditions", []), status["conditions"]):
+        if changed["type"] == ROLLED_OUT and changed["status"] == "False" and changed["reason"] == "InProgress":
+            continue  # a rollout starting is told by the tenants' own events
+        warning = changed["type"] == HALTED and changed["status"] == "True" or changed["reason"] not in (
+            "AllTenantsAtLatest", "NotHalted", "InProgress")
+        recorder.post_body(object_event("DatabaseSchema", name, metadata.get("uid"), metadata.get("resourceVersion"),
+                                        changed["reason"], f"{changed['type']}: {changed['message']}", warning))
+
+
+_rollout_started: dict[tuple[str, int], float] = {}
+
+
+def _time_rollout(name: str, latest: int | None, status: dict[str, Any]) -> None:
+    """The rollout duration metric: from the first look at a latest version with tenants behind, to none behind."""
+    if latest is None:
+        return
+    key = (name, latest)
+    if status["atLatest"] < status["tenants"]:
+        _rollout_started.setdefault(key, time.monotonic())
+    elif key in _rollout_started:
+        seconds = time.monotonic() - _rollout_started.pop(key)
+        metrics.ROLLOUT_SECONDS.observe(seconds)
+        log.info("DatabaseSchema %s: every tenant (%d) at version %s after %.1fs", name, status["tenants"], latest,
+                 seconds)
