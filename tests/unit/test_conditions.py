@@ -108,13 +108,6 @@ def test_now_is_an_rfc3339_utc_timestamp():
     assert conditions.now().endswith("Z")
 
 
-def test_condition_types_match_the_model():
-    assert (conditions.READY, conditions.NAMESPACE_READY, conditions.QUOTA_READY, conditions.DATABASE_READY,
-            conditions.WORKLOADS_READY, conditions.MIGRATING) == (
-        fields.READY, fields.NAMESPACE_READY, fields.QUOTA_READY, fields.DATABASE_READY, fields.WORKLOADS_READY,
-        fields.MIGRATING)
-
-
 # --- summary -----------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from types import MappingProxyType
 import pytest
 from pydantic import ValidationError
 
-from tenant_operator.api import fields
+from tenant_operator.api import conditions, fields
 from tenant_operator.api.fields import OwnerKind, Phase, ReclaimPolicy, Tier
 from tenant_operator.api.plan import TenantPlan, TenantPlanSpec
 from tenant_operator.api.tenant import (
@@ -78,8 +78,8 @@ def test_full_tenant_body_parses():
     assert tenant.status.phase is Phase.READY
     assert tenant.status.database.schema_name == "public"
     assert tenant.status.database.secret_name == "tenant-db"
-    assert tenant.status.condition(fields.READY).reason == "AllReady"
-    assert tenant.status.condition(fields.MIGRATING) is None
+    assert tenant.status.condition(conditions.READY).reason == "AllReady"
+    assert tenant.status.condition(conditions.MIGRATING) is None
 
 
 def test_enums_compare_equal_to_their_strings():
@@ -181,7 +181,7 @@ def _status() -> TenantStatus:
         namespace="tenant-acme",
         conditions=[
             Condition(
-                type=fields.MIGRATING,
+                type=conditions.MIGRATING,
                 status="True",
                 reason="CopyingData",
                 message="copying 2 tables",
@@ -246,8 +246,8 @@ def test_status_tolerates_fields_it_does_not_know():
 
 
 def test_condition_type_constants():
-    assert (fields.READY, fields.NAMESPACE_READY, fields.QUOTA_READY) == ("Ready", "NamespaceReady", "QuotaReady")
-    assert (fields.DATABASE_READY, fields.WORKLOADS_READY, fields.MIGRATING) == (
+    assert (conditions.READY, conditions.NAMESPACE_READY, conditions.QUOTA_READY) == ("Ready", "NamespaceReady", "QuotaReady")
+    assert (conditions.DATABASE_READY, conditions.WORKLOADS_READY, conditions.MIGRATING) == (
         "DatabaseReady",
         "WorkloadsReady",
         "Migrating",

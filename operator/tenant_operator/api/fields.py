@@ -27,14 +27,6 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-# Condition types, as they appear in status.conditions[].type.
-READY = "Ready"
-NAMESPACE_READY = "NamespaceReady"
-QUOTA_READY = "QuotaReady"
-DATABASE_READY = "DatabaseReady"
-WORKLOADS_READY = "WorkloadsReady"
-MIGRATING = "Migrating"
-
 # A strict subset of Kubernetes' quantity grammar: no sign (a negative quota or
 # limit is meaningless), no signed exponent, and at most two exponent digits
 # (a longer one can overflow the parser's int64, which only the API server
