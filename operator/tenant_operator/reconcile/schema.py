@@ -16,21 +16,26 @@ the tenant's lock (the one moves take), proven again before every version.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
 from tenant_operator.api.plan import TenantPlan
+from tenant_operator.api.schema import DatabaseSchema, Migration
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import fence, metrics, schema_history
 from tenant_operator.infra.connection import DatabaseUnavailable
+from tenant_operator.infra.fence import Deposed
 from tenant_operator.infra.postgres import DataPlacement
 from tenant_operator.infra.tenantlock import LockBusy
 from tenant_operator.reconcile.context import Context
 from tenant_operator.reconcile.state import recorded
+
+log = logging.getLogger(__name__)
 
 # A tenant waiting for its turn in a rollout looks again this much later.
 ROLLOUT_WAIT = 5.0
@@ -94,6 +99,13 @@ def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: Dat
             return _state(tenant, born, Condition(cond.SCHEMA_READY, False, "SchemaRolloutPending",
                                                   f"at version {current}, {latest} is rolling out: {waiting.reason}"),
                           record, requeue_after=ROLLOUT_WAIT)
+    return _take_turn(ctx, tenant, born, placement, password, resolved.migrations, schema, record, latest)
+
+
+def _take_turn(ctx: Context, tenant: Tenant, born: bool, placement: DataPlacement,
+               password: str | Callable[[], str | None], migrations: Sequence[Migration], schema: DatabaseSchema,
+               record: dict[str, Any], latest: int) -> SchemaState:
+    """Run the versions the tenant lacks; a serving tenant's slot in the rollout is given back whatever happens."""
     secret = password if isinstance(password, str) else password()
     if secret is None:
         if not born:
@@ -103,14 +115,19 @@ def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: Dat
                       requeue_after=ROLLOUT_WAIT)
     failed = True
     try:
-        record, condition = _migrate(ctx, tenant, placement, secret, resolved.migrations, schema.name,
+        record, condition = _migrate(ctx, tenant, placement, secret, migrations, schema.name,
                                      schema.generation, record, latest)
         failed = condition.reason in FAILED_REASONS
+    except Deposed as deposed:
+        failed = False
+        log.warning("tenant %s: schema migration stops here: %s", tenant.name, deposed)
+        return SchemaState(condition=None, record=record, requeue_after=2.0)
     except LockBusy as busy:
         failed = False
         return _state(tenant, born, Condition(cond.SCHEMA_READY, False, "SchemaWaiting", str(busy)), record,
                       requeue_after=2.0)
     except DatabaseUnavailable as error:
+        failed = False  # passing trouble, retried with backoff: not a failure the rollout counts
         return _state(tenant, born, Condition(cond.SCHEMA_READY, False, "DatabaseUnavailable", str(error)), record,
                       failed=True)
     finally:
@@ -119,12 +136,13 @@ def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: Dat
     return _state(tenant, born, condition, record)
 
 
-def _migrate(ctx: Context, tenant: Tenant, placement: DataPlacement, password: str, migrations: tuple, name: str,
+def _migrate(ctx: Context, tenant: Tenant, placement: DataPlacement, password: str, migrations: Sequence[Migration],
+             name: str,
              generation: int, record: dict[str, Any], latest: int) -> tuple[dict[str, Any], Condition]:
     dsn = schema_history.tenant_dsn(ctx.settings.admin_dsn(), placement, password)
     applied: list[int] = []
     with fence.authority_over(ctx.settings.admin_dsn(), tenant.name, ctx.leading) as authority:
-        def before_each(migration: Any) -> None:
+        def before_each(migration: Migration) -> None:
             authority.check(f"apply version {migration.version} of {name}")
             applied.append(migration.version)
 
