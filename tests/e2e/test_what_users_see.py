@@ -86,9 +86,15 @@ def test_ready_when_it_can_reconcile_and_alive_before(operator, cluster):
     try:
         wait_for(lambda: waiting.health("/healthz") == (200, "alive\n"), timeout=60,
                  what="the operator without PostgreSQL to answer /healthz")
-        status, reason = waiting.health("/readyz")
-        assert status == 503
-        assert reason.startswith("starting: PostgreSQL is not reachable yet"), reason
+        answers: list[tuple[int, str]] = []
+
+        def told_why() -> tuple[int, str] | None:
+            answers.append(waiting.health("/readyz"))
+            return answers[-1] if answers[-1][1].startswith("starting: PostgreSQL is not reachable yet") else None
+
+        # Until its first attempt at PostgreSQL it can only say "starting"; never "ready".
+        wait_for(told_why, timeout=60, what="the operator without PostgreSQL to say why it is not ready")
+        assert {status for status, _ in answers} == {503}, answers
     finally:
         waiting.stop()
 
