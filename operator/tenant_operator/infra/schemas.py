@@ -48,11 +48,14 @@ class SchemaCatalog:
         body = self.body_of(name)
         if body is None:
             return None
-        schema = DatabaseSchema.from_body(body)
+        # Every reconcile of a tenant on the schema asks: the cached answer is checked before the
+        # body (up to hundreds of migrations) is parsed again.
+        generation = (body.get("metadata") or {}).get("generation") or 0
         with self._lock:
             kept = self._kept.get(name)
-            if kept and kept[1] == schema.generation and time.monotonic() - kept[0] < self.seconds:
+            if kept and kept[1] == generation and time.monotonic() - kept[0] < self.seconds:
                 return kept[2]
+        schema = DatabaseSchema.from_body(body)
         resolved = self._resolve(schema)
         with self._lock:
             self._kept[name] = (time.monotonic(), schema.generation, resolved)

@@ -179,7 +179,11 @@ def write_rollout_status(kube: Kube, catalog: SchemaCatalog, recorder: Recorder,
     resolved = catalog.resolve(name)
     if resolved is None:
         return
-    schema = resolved.schema
+    # The status as the cache has it now: a resolution is kept for a few seconds, its status with it.
+    body = catalog.body_of(name)
+    if body is None:
+        return
+    schema = DatabaseSchema.from_body(body)
     problem = (resolved.problem.reason, str(resolved.problem)) if resolved.problem else None
     current = schema.status.model_dump(mode="json", by_alias=True, exclude_unset=True)
     status = rollout_status(schema, resolved.latest, problem, tenants, current, cond.now())
