@@ -103,6 +103,23 @@ def _session_conninfo(dsn: str, tenant_database: bool) -> tuple[str, dict[str, A
 IDLE_SESSIONS = IdleSessions()
 
 
+def take_admin_session(dsn: str) -> psycopg.Connection:
+    """An admin session of the caller's own until keep_admin_session(): a kept one, else a new one."""
+    dsn, params = _session_conninfo(dsn, False)
+    conn = IDLE_SESSIONS.take(dsn)
+    if conn is None:
+        try:
+            conn = psycopg.connect(dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(params, exc) from None
+    return conn
+
+
+def keep_admin_session(dsn: str, conn: psycopg.Connection) -> None:
+    """Hand back a session of take_admin_session(): kept if it ended cleanly, closed otherwise."""
+    IDLE_SESSIONS.give(_session_conninfo(dsn, False)[0], conn)
+
+
 @contextmanager
 def admin_session(dsn: str, tenant_database: bool = False) -> Iterator[psycopg.Connection]:
     """An admin session: one kept open from before when there is one, except in a tenant's own database."""

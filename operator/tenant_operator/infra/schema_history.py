@@ -52,6 +52,14 @@ class VersionsRemoved(Exception):
         self.versions = versions
 
 
+class LoginFailed(connection.DatabaseUnavailable):
+    """No session as the tenant: the server is away, or the password changed since it was read.
+
+    libpq tells the two apart only in its message text (no SQLSTATE at connect), so the
+    caller that used a remembered password tries once more with the Secret's.
+    """
+
+
 @dataclasses.dataclass
 class MigrationFailed(Exception):
     version: int
@@ -91,8 +99,8 @@ def apply(dsn: str, schema: str, migrations: Sequence[Migration], up_to: int,
     try:
         conn = psycopg.connect(dsn, autocommit=True)
     except psycopg.OperationalError as error:
-        raise connection.DatabaseUnavailable(f"cannot log in as the tenant to migrate its schema: "
-                                             f"{' '.join(str(error).split())}") from None
+        raise LoginFailed(f"cannot log in as the tenant to migrate its schema: "
+                          f"{' '.join(str(error).split())}") from None
     with conn:
         done = applied_versions(conn, schema)
         if not done:

@@ -22,8 +22,8 @@ import time
 import psycopg
 from psycopg.pq import TransactionStatus
 
-KEEP_PER_DATABASE = 4
-"""The reconcile workers' default number: more sessions would only idle."""
+KEEP_PER_DATABASE = 8
+"""Two per reconcile worker (default 4): its statements' and a tenant lock's; the controller sets it."""
 MAX_IDLE_SECONDS = 120.0
 """Longer unused, a session is closed rather than reused (server restarts, idle timeouts)."""
 

@@ -42,7 +42,7 @@ class TenantLock:
     """The lock for one tenant, held from acquire() until release() (or the session's end)."""
 
     def __init__(self, dsn: str, tenant: str):
-        self.dsn = connection.admin_session_dsn(dsn)
+        self.dsn = dsn
         self.tenant = tenant
         self._session: psycopg.Connection | None = None
 
@@ -56,10 +56,10 @@ class TenantLock:
     def acquire(self, may_break: bool) -> None:
         """Take the lock; a holder of another identity is displaced only when `may_break`."""
         try:
-            self._session = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as error:
-            raise connection.DatabaseUnavailable(f"cannot take the lock of tenant {self.tenant}: "
-                                               f"{' '.join(str(error).split())}") from None
+            # A kept admin session: a rollout takes a thousand tenants' locks, a connection each was most of its cost.
+            self._session = connection.take_admin_session(self.dsn)
+        except connection.DatabaseUnavailable as error:
+            raise connection.DatabaseUnavailable(f"cannot take the lock of tenant {self.tenant}: {error}") from None
         try:
             if self._try():
                 return
@@ -112,9 +112,14 @@ class TenantLock:
             raise LockLost(f"the lock of tenant {self.tenant} is no longer held by this process")
 
     def release(self) -> None:
-        if self._session is not None:
-            self._session.close()  # ending the session releases its advisory locks
-            self._session = None
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            session.execute("SELECT pg_advisory_unlock_all()")
+        except psycopg.Error:
+            session.close()  # ending the session releases its advisory locks
+        connection.keep_admin_session(self.dsn, session)  # kept only if it is clean and holds nothing
 
     def __enter__(self) -> TenantLock:
         return self

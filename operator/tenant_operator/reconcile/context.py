@@ -48,6 +48,31 @@ class Recent:
             self._value = None
 
 
+class Passwords:
+    """Each tenant's password as this process last read or wrote it in the tenant's Secret.
+
+    A rollout logs in as each of a thousand tenants in turn: reading their Secrets
+    again cost as much as the migrations. A password found stale (the login refused:
+    someone rotated it elsewhere) is forgotten and read from the Secret again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[str, str] = {}
+
+    def get(self, tenant: str) -> str | None:
+        with self._lock:
+            return self._known.get(tenant)
+
+    def put(self, tenant: str, password: str) -> None:
+        with self._lock:
+            self._known[tenant] = password
+
+    def forget(self, tenant: str) -> None:
+        with self._lock:
+            self._known.pop(tenant, None)
+
+
 @dataclasses.dataclass(frozen=True)
 class Wait:
     """Why a tenant does not move to the new version yet."""
@@ -93,6 +118,7 @@ class Context:
     """Looks a DatabaseSchema up in the operator's cache."""
     schemas: SchemaCatalog = None  # type: ignore[assignment]  # filled in by __post_init__
     rollouts: Rollouts = dataclasses.field(default_factory=EveryoneAtOnce)
+    passwords: Passwords = dataclasses.field(default_factory=Passwords)
 
     def __post_init__(self) -> None:
         if self.events is None:

@@ -215,6 +215,7 @@ def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False)
         return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error)), None
     except ApiException as error:
         return Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error)), None
+    ctx.passwords.put(tenant.name, result.password)
     where = f"schema {placement.schema} in database {placement.database}"
     return Condition(cond.DATABASE_READY, True, "DatabaseReady",
                      f"{where}; credentials in Secret {secret_ref.name}"), result.password
@@ -307,12 +308,19 @@ def schema_turn(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str) -> Sc
     """The schema step alone, for a tenant at rest whose DatabaseSchema changed or whose turn came.
 
     Everything else about the tenant is as its last reconcile left it (a change of it
-    would have queued a full reconcile); its password, read only when a version is to
-    run, is the one its Secret holds. A tenant still waiting costs no request at all.
+    would have queued a full reconcile); its password is the one its Secret held when
+    this process last looked, else read from it when a version is to run. A tenant
+    still waiting costs no request at all.
     """
-    def password() -> str | None:
-        return secret_password(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
+    def password(from_secret: bool) -> str | None:
+        known = None if from_secret else ctx.passwords.get(tenant.name)
+        if known is not None:
+            return known
+        read = secret_password(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
                                                        names.tenant_namespace(tenant.name))))
+        if read is not None:
+            ctx.passwords.put(tenant.name, read)
+        return read
 
     return ensure_schema(ctx, tenant, plan, postgres.placement(tenant.name, tier, ctx.settings.shared_database),
                          password)

@@ -63,8 +63,8 @@ class SchemaState:
 
 
 def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: DataPlacement,
-                  password: str | Callable[[], str | None]) -> SchemaState:
-    """`password`: the tenant's, or how to read it (only when a version is to run)."""
+                  password: str | Callable[[bool], str | None]) -> SchemaState:
+    """`password`: the tenant's, or how to find it when a version is to run (True: from its Secret, not memory)."""
     name = plan.spec.database.schema_name
     if not name:
         return SchemaState(record=recorded(tenant))
@@ -103,10 +103,10 @@ def ensure_schema(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: Dat
 
 
 def _take_turn(ctx: Context, tenant: Tenant, born: bool, placement: DataPlacement,
-               password: str | Callable[[], str | None], migrations: Sequence[Migration], schema: DatabaseSchema,
+               password: str | Callable[[bool], str | None], migrations: Sequence[Migration], schema: DatabaseSchema,
                record: dict[str, Any], latest: int) -> SchemaState:
     """Run the versions the tenant lacks; a serving tenant's slot in the rollout is given back whatever happens."""
-    secret = password if isinstance(password, str) else password()
+    secret = password if isinstance(password, str) else password(False)
     if secret is None:
         if not born:
             ctx.rollouts.finished(schema, tenant, False)
@@ -115,8 +115,16 @@ def _take_turn(ctx: Context, tenant: Tenant, born: bool, placement: DataPlacemen
                       requeue_after=ROLLOUT_WAIT)
     failed = True
     try:
-        record, condition = _migrate(ctx, tenant, placement, secret, migrations, schema.name,
-                                     schema.generation, record, latest)
+        try:
+            record, condition = _migrate(ctx, tenant, placement, secret, migrations, schema.name,
+                                         schema.generation, record, latest)
+        except schema_history.LoginFailed:
+            # A remembered password may be stale: once more with the Secret's, if it holds another.
+            current = None if isinstance(password, str) else password(True)
+            if current is None or current == secret:
+                raise
+            record, condition = _migrate(ctx, tenant, placement, current, migrations, schema.name,
+                                         schema.generation, record, latest)
         failed = condition.reason in FAILED_REASONS
     except Deposed as deposed:
         failed = False

@@ -85,6 +85,8 @@ class Controller:
         context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube),
                           schema_body=schemas.get, rollouts=gate)
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)
+        # A worker may hold two admin sessions at once: its statements' and a tenant's lock.
+        connection.IDLE_SESSIONS.keep = 2 * settings.workers
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.workers,
                                                          thread_name_prefix="reconcile")
         return cls(context=context, queue=queue, executor=executor, kube=kube, plans=plans, schemas=schemas,
@@ -191,6 +193,7 @@ class Controller:
             self.tenants.pop(name, None)
             self.queue.drop(name)
             metrics.forget_tenant(name)
+            self.context.passwords.forget(name)
             return
         previous = self.tenants.get(name)
         self.tenants[name] = body

@@ -33,6 +33,9 @@ from tenant_operator.reconcile.context import Wait
 
 log = logging.getLogger(__name__)
 
+# How long a scan of the cache for failed tenants stands (this process's own failures count at once).
+FAILED_SCAN_SECONDS = 1.0
+
 
 def _labels(body: dict[str, Any]) -> dict[str, str]:
     return (body.get("metadata") or {}).get("labels") or {}
@@ -57,6 +60,7 @@ class RolloutGate:
         self._waiting: dict[str, dict[str, None]] = {}
         self._failed: dict[tuple[str, int], set[str]] = {}
         self._canaries_done: dict[tuple[str, int], float] = {}
+        self._seen_failed: dict[tuple[str, int], tuple[float, set[str]]] = {}
 
     def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> Wait | None:
         rollout = schema.spec.rollout
@@ -95,10 +99,17 @@ class RolloutGate:
 
     def failed(self, schema: DatabaseSchema) -> set[str]:
         """Tenants failed under the schema's current generation (cache and this process's own)."""
-        cached = {body["metadata"]["name"] for body in self.tenants_of(schema.name)
-                  if _database(body).get("schemaFailedGeneration") == schema.generation}
+        key = (schema.name, schema.generation)
         with self._lock:
-            return cached | self._failed.get((schema.name, schema.generation), set())
+            seen = self._seen_failed.get(key)
+        if seen is None or time.monotonic() - seen[0] > FAILED_SCAN_SECONDS:
+            # A scan of every tenant of the schema: once a second, not once per tenant asking for a turn.
+            seen = (time.monotonic(), {body["metadata"]["name"] for body in self.tenants_of(schema.name)
+                                       if _database(body).get("schemaFailedGeneration") == schema.generation})
+            with self._lock:
+                self._seen_failed[key] = seen
+        with self._lock:
+            return seen[1] | self._failed.get(key, set())
 
     def _is_canary(self, schema: DatabaseSchema, tenant_name: str) -> bool:
         canary = schema.spec.rollout.canary
