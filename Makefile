@@ -29,7 +29,7 @@ test: assets check
 check: $(INSTALLED)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
-	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff check operator tests bench hack examples
 
 unit: $(INSTALLED)
 	$(VENV)/bin/pytest tests/unit $(ARGS)

@@ -145,7 +145,7 @@ def test_workload_defaults():
     workload = plan.workloads.isolated
 
     assert workload.template == "web"
-    assert workload.image == "nginxinc/nginx-unprivileged:1.27"
+    assert workload.image == "ghcr.io/tenancy-dev/shared-app:0.1.0"
     assert workload.replicas == 1
     assert workload.port == 8080
     assert workload.resources.requests == {}

@@ -338,7 +338,7 @@ def test_isolated_deployment_is_sized_by_the_plan():
 
     assert deployment["spec"]["replicas"] == 3
     web = container(deployment)
-    assert web["image"] == "nginxinc/nginx-unprivileged:1.27"
+    assert web["image"] == "ghcr.io/tenancy-dev/shared-app:0.1.0"
     assert web["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
                                 "limits": {"cpu": "2", "memory": "2Gi"}}
     assert web["ports"] == [{"name": "http", "containerPort": 8080}]
@@ -564,15 +564,50 @@ def test_shared_namespace_is_not_a_tenant_namespace():
 def test_route_entry_maps_the_tenant_to_its_schema():
     entry = render.route_entry(tenant("acme-corp"), "tenants")
 
-    assert json.loads(entry) == {"schema": "tenant_acme_corp", "database": "tenants", "state": "active"}
+    assert json.loads(entry) == {"schema": "tenant_acme_corp", "role": "tenant_acme_corp", "database": "tenants",
+                                 "state": "active"}
 
 
-def test_route_entry_carries_its_state_and_is_stable_text():
-    entry = render.route_entry(tenant(), "tenants", state="frozen")
+@pytest.mark.parametrize("state", ["active", "suspended", "moving"])
+def test_route_entry_carries_its_state_and_is_stable_text(state):
+    entry = render.route_entry(tenant(), "tenants", state=state)
 
-    assert json.loads(entry)["state"] == "frozen"
-    assert entry == render.route_entry(tenant(), "tenants", state="frozen")
+    assert json.loads(entry)["state"] == state
+    assert entry == render.route_entry(tenant(), "tenants", state=state)
     assert entry == json.dumps(json.loads(entry), sort_keys=True)
+
+
+def test_route_entry_refuses_a_state_the_app_would_not_know():
+    with pytest.raises(ValueError, match="frozen"):
+        render.route_entry(tenant(), "tenants", state="frozen")
+
+
+def test_route_entry_holds_nothing_secret():
+    entry = json.loads(render.route_entry(tenant(), "tenants"))
+
+    assert set(entry) == {"schema", "role", "database", "state"}
+
+
+def test_shared_workload_logs_in_as_the_app_role_and_rolls_on_rotation():
+    docs = render.shared_infrastructure(SETTINGS, credentials="r2")
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "shared-app-db", "key": "DATABASE_URL"}
+    assert pod["metadata"]["annotations"]["tenancy.dev/rotated-for"] == "r2"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_shared_app_secret_holds_the_login_and_no_more():
+    secret = render.shared_app_secret(SETTINGS, "db.example", 5432, "p@ss/word", "r1")
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+    assert data["user"] == "tenancy_shared_app"
+    assert data["DATABASE_URL"] == "postgresql://tenancy_shared_app:p%40ss%2Fword@db.example:5432/tenants"
+    assert secret["metadata"]["namespace"] == SETTINGS.shared_namespace
+    assert secret["metadata"]["annotations"] == {"tenancy.dev/rotated-for": "r1"}
 
 
 # --- the whole tenant -----------------------------------------------------------------------------------

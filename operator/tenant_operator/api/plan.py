@@ -45,7 +45,7 @@ class WorkloadSpec(SpecModel):
 
     template: TemplateName = Field(default="web", description="Name of the workload template the operator renders.")
     image: str = Field(
-        default="nginxinc/nginx-unprivileged:1.27", min_length=1, max_length=512, description="Container image."
+        default="ghcr.io/tenancy-dev/shared-app:0.1.0", min_length=1, max_length=512, description="Container image."
     )
     replicas: int = Field(default=1, ge=0, le=50, description="Number of replicas.")
     port: int = Field(default=8080, ge=1, le=65535, description="Container port the workload listens on.")

@@ -44,7 +44,9 @@ class Settings:
                                                             "ConfigMap tenant-routes; the operator creates both")
     template_dir: Path | None = _setting(None, help="extra jinja2 templates (<name>.yaml.j2) for tier workloads, "
                                                     "looked up before the built-in ones")
-    shared_image: str = _setting("nginxinc/nginx-unprivileged:1.27", help="image of the shared workload shared-web")
+    shared_image: str = _setting("ghcr.io/tenancy-dev/shared-app:0.1.0",
+                                 help="image of the shared workload shared-web: the reference app of "
+                                      "examples/shared-app, or one keeping its contract (docs/applications.md)")
     shared_replicas: int = _setting(1, help="replicas of the shared workload")
     resync_seconds: float = _setting(300.0, help="how often every tenant is compared with its desired state even "
                                                  "without events (drift)")

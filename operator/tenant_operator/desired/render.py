@@ -210,15 +210,45 @@ def database_secret(tenant, host: str, port: int, database: str, schema: str, pa
     }
 
 
+def shared_app_secret(settings: Settings, host: str, port: int, password: str, rotation: str | None) -> dict:
+    """The shared workload's credentials: the app role's login on the shared database (shared_app.py)."""
+    user, database = names.SHARED_APP_ROLE, settings.shared_database
+    fields = {"host": host, "port": str(port), "database": database, "user": user, "password": password,
+              "DATABASE_URL": database_url(host, port, database, user, password)}
+    metadata: dict[str, Any] = {"name": names.SHARED_APP_SECRET, "namespace": settings.shared_namespace,
+                                "labels": _shared_labels()}
+    if rotation:
+        metadata["annotations"] = {names.ROTATED_FOR_ANNOTATION: rotation}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
+            "data": {key: base64.b64encode(text.encode()).decode() for key, text in fields.items()}}
+
+
+def shared_app_secret_ref(settings: Settings) -> ObjectRef:
+    return ObjectRef(KINDS[("v1", "Secret")], names.SHARED_APP_SECRET, settings.shared_namespace)
+
+
+def _shared_labels() -> dict[str, str]:
+    return {names.LABEL_MANAGED_BY: names.MANAGED_BY, "app.kubernetes.io/part-of": "tenant-operator"}
+
+
 def routes_ref(settings: Settings) -> ObjectRef:
     """The shared workload's routing table: one ConfigMap, an entry per shared tenant."""
     return ObjectRef(KINDS[("v1", "ConfigMap")], ROUTES_CONFIGMAP, settings.shared_namespace)
 
 
+ROUTE_STATES = ("active", "suspended", "moving")
+
+
 def route_entry(tenant, database: str, state: str = "active") -> str:
-    """The shared workload's routing entry for one tenant: X-Tenant-ID -> schema."""
-    return json.dumps({"schema": names.schema_name(tenant.name), "database": database, "state": state},
-                      sort_keys=True)
+    """The shared workload's routing entry for one tenant (X-Tenant-ID): where and as whom, nothing secret.
+
+    state: active (serve it), suspended (403), moving (503 until the move ends; the entry goes
+    if the tenant lands on the isolated tier).
+    """
+    if state not in ROUTE_STATES:
+        raise ValueError(f"unknown route state {state!r}")
+    return json.dumps({"schema": names.schema_name(tenant.name), "role": names.role_name(tenant.name),
+                       "database": database, "state": state}, sort_keys=True)
 
 
 # libyaml's parser where PyYAML was built with it: the pure-Python one was most of a render.
@@ -305,8 +335,13 @@ def isolated_workloads(tenant, plan, settings: Settings) -> list[dict]:
     return documents
 
 
-def shared_infrastructure(settings: Settings) -> list[dict]:
-    labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY, "app.kubernetes.io/part-of": "tenant-operator"}
+def shared_infrastructure(settings: Settings, credentials: str = "") -> list[dict]:
+    """The shared namespace, routing ConfigMap and workload (its Secret is shared_app_secret's).
+
+    `credentials`: which rotation of the app role's password the workload's pods must hold:
+    a new one rolls them, since a Secret read into the environment is read only at start.
+    """
+    labels = _shared_labels()
     namespace_doc = {"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": settings.shared_namespace, "labels": labels}}
     routes = {"apiVersion": "v1", "kind": "ConfigMap",
@@ -317,6 +352,8 @@ def shared_infrastructure(settings: Settings) -> list[dict]:
         "image": settings.shared_image,
         "replicas": settings.shared_replicas,
         "routes": ROUTES_CONFIGMAP,
+        "secret": names.SHARED_APP_SECRET,
+        "credentials": credentials,
     })
     return [namespace_doc, routes, *workloads]
 

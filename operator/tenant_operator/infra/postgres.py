@@ -41,7 +41,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from tenant_operator.api.names import database_name, role_name, schema_name
+from tenant_operator.api.names import SHARED_APP_ROLE, database_name, role_name, schema_name
 from tenant_operator.infra import sql
 from tenant_operator.infra.connection import admin_session, fetch_one, fetch_row
 
@@ -101,6 +101,7 @@ def ensure_tenant_data(
     *,
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
     login: bool | None = None,
+    served: bool | None = None,
 ) -> EnsureResult:
     """Bring the tenant's role, schema and (isolated) database to the desired state.
 
@@ -108,16 +109,18 @@ def ensure_tenant_data(
     (the caller passes one only when it generated it, e.g. the Secret was lost);
     None leaves an existing password alone. `login` True/False makes the role's
     LOGIN so (suspension, retained data adopted again); None leaves it alone.
+    `served`: whether the shared workload may act as the tenant (shared_app.py);
+    None leaves its membership alone.
     """
     actions: list[str] = []
     if placement.tier == ISOLATED:
         with admin_session(admin_dsn) as admin:
-            actions += _ensure_role(admin, placement, password, connection_limit, login)
+            actions += _ensure_role(admin, placement, password, connection_limit, login, served)
             actions += _ensure_database(admin, placement.database, placement.role)
     # Roles are cluster-wide: in the shared tier one connection does it all.
     with admin_session(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as data:
         if placement.tier == SHARED:
-            actions += _ensure_role(data, placement, password, connection_limit, login)
+            actions += _ensure_role(data, placement, password, connection_limit, login, served)
         actions += _ensure_schema(data, placement.schema, placement.role)
         if placement.tier == ISOLATED:
             actions += _ensure_public_schema_locked(data)
@@ -130,16 +133,31 @@ def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
     Returns whether the LOGIN attribute changed.
     """
     with admin_session(admin_dsn) as conn:
-        state = fetch_one(conn, sql.role_state(role))
+        state = fetch_one(conn, sql.role_state(role, member=SHARED_APP_ROLE))
         if state is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
         changed = state["rolcanlogin"] != enabled
         if changed:
             conn.execute(sql.alter_role_login(role, enabled))
         if not enabled:
-            # NOLOGIN only stops new sessions; a suspended tenant keeps none.
+            # NOLOGIN only stops new sessions; a suspended tenant keeps none, nor does the shared app.
             conn.execute(*sql.terminate_sessions(role))
+            changed = bool(_cut_shared_app(conn, role, state)) or changed
         return changed
+
+
+def _cut_shared_app(conn: psycopg.Connection, role: str, state: dict[str, Any]) -> list[str]:
+    """The shared app may no longer act as the tenant: its membership goes, and so do its sessions.
+
+    NOLOGIN does not stop SET ROLE by a member, and a session that already did SET ROLE
+    keeps acting as the tenant until it ends. PostgreSQL does not show which role another
+    session acts as, so every session of the app role ends; its pool opens new ones.
+    """
+    if not state["is_member"]:
+        return []
+    conn.execute(sql.revoke_membership(role, SHARED_APP_ROLE))
+    conn.execute(*sql.terminate_sessions(SHARED_APP_ROLE))
+    return ["shared app may no longer act as the tenant"]
 
 
 class StillConnected(Exception):
@@ -161,7 +179,7 @@ def lock_out(admin_dsn: str, role: str) -> str:
     with admin_session(admin_dsn) as conn:
         if fetch_one(conn, sql.role_state(role)) is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
-        conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
+        conn.execute(sql.alter_role_password(role, scram_verifier(conn, role, password)))
         conn.execute(sql.alter_role_login(role, True))
         members = [row[0] for row in conn.execute(*sql.members_of(role)).fetchall()]
         for member in members:
@@ -179,7 +197,7 @@ def restore_password(admin_dsn: str, role: str, password: str, login: bool) -> N
     with admin_session(admin_dsn) as conn:
         if fetch_one(conn, sql.role_state(role)) is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
-        conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
+        conn.execute(sql.alter_role_password(role, scram_verifier(conn, role, password)))
         conn.execute(sql.alter_role_login(role, login))
         if not login:
             conn.execute(*sql.terminate_sessions(role))
@@ -206,11 +224,13 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
     """
     actions: list[str] = []
     with admin_session(admin_dsn) as admin:
-        role_exists = fetch_one(admin, sql.role_state(placement.role)) is not None
-        if role_exists:
+        state = fetch_one(admin, sql.role_state(placement.role, member=SHARED_APP_ROLE))
+        role_exists = state is not None
+        if state is not None:
             # Block new sessions, then end the open ones: they hold locks DROP waits for.
             admin.execute(sql.alter_role_login(placement.role, False))
             admin.execute(*sql.terminate_sessions(placement.role))
+            actions += _cut_shared_app(admin, placement.role, state)
         if placement.tier == ISOLATED:
             if fetch_one(admin, sql.database_state(placement.database)) is not None:
                 admin.execute(sql.drop_database(placement.database))
@@ -263,22 +283,22 @@ def tenant_data_exists(admin_dsn: str, placement: DataPlacement) -> bool:
 
 def _ensure_role(
     conn: psycopg.Connection, placement: DataPlacement, password: str | None, connection_limit: int,
-    login: bool | None = None,
+    login: bool | None = None, served: bool | None = None,
 ) -> list[str]:
     role = placement.role
-    state = fetch_one(conn, sql.role_state(role, placement.schema))
+    state = fetch_one(conn, sql.role_state(role, placement.schema, SHARED_APP_ROLE))
     actions = []
     if state is None:
         if password is None:
             raise ValueError(f"PostgreSQL role {role} does not exist and no password was given to create it")
-        conn.execute(sql.create_login_role(role, _scram_verifier(conn, role, password), connection_limit))
+        conn.execute(sql.create_login_role(role, scram_verifier(conn, role, password), connection_limit))
         actions.append("created role")
     else:
         if not _role_attributes_ok(state, connection_limit):
             conn.execute(sql.alter_role_attributes(role, connection_limit))
             actions.append("reset role attributes")
         if password is not None:
-            conn.execute(sql.alter_role_password(role, _scram_verifier(conn, role, password)))
+            conn.execute(sql.alter_role_password(role, scram_verifier(conn, role, password)))
             actions.append("set password")
     can_login = True if state is None else state["rolcanlogin"]
     if login is not None and can_login != login:
@@ -293,7 +313,20 @@ def _ensure_role(
     if placement.tier == SHARED and (state is None or not state["connect_granted"]):
         conn.execute(sql.grant_connect(placement.database, role))
         actions.append("granted CONNECT on shared database")
+    if served is not None:
+        actions += _serve_by_shared_app(conn, role, state, served and placement.tier == SHARED)
     return actions
+
+
+def _serve_by_shared_app(conn: psycopg.Connection, role: str, state: dict[str, Any] | None, served: bool) -> list[str]:
+    if state is None:  # created just now: a member of nothing, looked at again
+        state = fetch_row(conn, sql.role_state(role, member=SHARED_APP_ROLE))
+    if not served:
+        return _cut_shared_app(conn, role, state)
+    if state["is_member"] or not state["member_exists"]:
+        return []  # no app role (yet): the operator creates it at start-up, then every tenant is looked at
+    conn.execute(sql.grant_membership(role, SHARED_APP_ROLE))
+    return ["shared app may act as the tenant"]
 
 
 def _role_attributes_ok(state: dict[str, Any], connection_limit: int) -> bool:
@@ -360,7 +393,7 @@ def _data_dsn(admin_dsn: str, placement: DataPlacement) -> str:
     return make_conninfo(admin_dsn, dbname=placement.database)
 
 
-def _scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
     # An explicit algorithm keeps libpq from asking the server (no round trip).
     return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 

@@ -87,6 +87,10 @@ def members_of(role: str) -> Query:
     )
 
 
+def grant_membership(role: str, member: str) -> sql.Composed:
+    return _statement("GRANT {} TO {}", role, member)
+
+
 def revoke_membership(role: str, member: str) -> sql.Composed:
     return _statement("REVOKE {} FROM {} CASCADE", role, member)
 
@@ -283,9 +287,10 @@ def drop_database(database: str) -> sql.Composed:
 # ACLs are read through acldefault() when NULL: a NULL acl means "the defaults",
 # which for a database include CONNECT and TEMPORARY for PUBLIC (grantee 0).
 
-def role_state(role: str, schema: str | None = None) -> Query:
-    """One row if the role exists: its attributes, whether search_path is the schema, and
-    whether the role itself (not PUBLIC) was granted CONNECT on the current database.
+def role_state(role: str, schema: str | None = None, member: str | None = None) -> Query:
+    """One row if the role exists: its attributes, whether search_path is the schema,
+    whether the role itself (not PUBLIC) was granted CONNECT on the current database,
+    and whether `member` exists and is a direct member of it.
 
     rolconfig holds `search_path=<value>` with the value quoted as quote_ident
     would, so the comparison is done by the server rather than re-implemented.
@@ -297,10 +302,13 @@ def role_state(role: str, schema: str | None = None) -> Query:
             " coalesce(('search_path=' || quote_ident(%(schema)s)) = ANY (rolconfig), false)"
             " AS search_path_ok,"
             " EXISTS (SELECT 1 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database()"
-            "  AND a.grantee = r.oid AND a.privilege_type = 'CONNECT') AS connect_granted"
+            "  AND a.grantee = r.oid AND a.privilege_type = 'CONNECT') AS connect_granted,"
+            " EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(member)s) AS member_exists,"
+            " EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles x ON x.oid = m.member"
+            "  WHERE m.roleid = r.oid AND x.rolname = %(member)s) AS is_member"
             " FROM pg_roles r WHERE rolname = %(role)s"
         ),
-        {"role": role, "schema": schema},
+        {"role": role, "schema": schema, "member": member},
     )
 
 

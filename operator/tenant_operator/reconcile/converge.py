@@ -236,19 +236,23 @@ def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str 
     """Provision the data; a password is generated only when no Secret holds one yet.
 
     A retained role of a deleted tenant (login disabled, no Secret left) is adopted:
-    it gets a new password and its login back, its data stays as it was.
+    it gets a new password and its login back, its data stays as it was. The shared
+    app may act as the tenant exactly while it may log in (and lives on the shared tier).
     """
-    dsn = ctx.settings.admin_dsn()
+    def ensure(new_password: str | None) -> tuple[str, ...]:
+        return postgres.ensure_tenant_data(ctx.settings.admin_dsn(), placement, new_password, login=login,
+                                           served=login).actions
+
     if password is None:
         fresh = postgres.new_password()
-        ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, fresh, login=login).actions, fresh)
+        ensured = _Ensured(ensure(fresh), fresh)
     else:
         try:
-            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, None, login=login).actions, password)
+            ensured = _Ensured(ensure(None), password)
         except ValueError:
             # The role is gone but its Secret is not (a restored or wiped server): recreate it
             # with the password the tenant's workloads already hold.
-            ensured = _Ensured(postgres.ensure_tenant_data(dsn, placement, password, login=login).actions, password)
+            ensured = _Ensured(ensure(password), password)
     metrics.count_write("postgres", len(ensured.actions))
     return ensured
 

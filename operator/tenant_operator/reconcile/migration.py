@@ -231,7 +231,7 @@ class _Move:
                 if manifest["kind"] == "Deployment":
                     self.ctx.kube.apply(manifest)
         else:
-            self._set_route_state("migrating")
+            self._set_route_state("moving")
 
     def _set_route_state(self, state: str) -> None:
         kube, ref = self.ctx.kube, render.routes_ref(self.ctx.settings)

@@ -31,6 +31,7 @@ from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access, connection, events, metrics, shared_database
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.listing import MAX_AGE_SECONDS, ListedKube
+from tenant_operator.reconcile import shared_app
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import WAIT_FOR_WORKLOADS
 from tenant_operator.reconcile.dispatch import reconcile
@@ -74,6 +75,8 @@ class Controller:
     _listing: ListedKube | None = None
     _listing_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     unseen: set[str] | None = None
+    credentials: str = ""
+    """Which rotation of the shared app's password its workload's pods hold."""
     """Tenants that existed at start-up and have not come through the watch yet; None before prepare()."""
 
     @classmethod
@@ -110,12 +113,37 @@ class Controller:
         settings, kube = self.context.settings, self.kube
         self.context = dataclasses.replace(self.context, access=access.Access.from_settings(settings))
         shared_database.ensure_shared_database(settings.maintenance_dsn(), settings.shared_database)
-        infrastructure = render.shared_infrastructure(settings)
+        namespace = render.shared_infrastructure(settings)[0]
         if self.context.access:
-            access.ensure_namespace(kube, self.context.access, infrastructure[0], self.context.access.shared_role)
-        for manifest in infrastructure:
+            access.ensure_namespace(kube, self.context.access, namespace, self.context.access.shared_role)
+        if needs_apply(namespace, kube.read(ObjectRef.of(namespace))):
+            kube.apply(namespace)
+        # The workload's Secret before the workload that mounts it.
+        self.credentials = shared_app.ensure_credentials(kube, settings)
+        self._apply_shared_workload()
+
+    def _apply_shared_workload(self) -> None:
+        kube = self.kube
+        for manifest in render.shared_infrastructure(self.context.settings, self.credentials)[1:]:
             if needs_apply(manifest, kube.read(ObjectRef.of(manifest))):
                 kube.apply(manifest)
+
+    async def _check_shared_credentials(self) -> None:
+        """The app role's password matching its Secret, and rotated when asked (shared_app.py)."""
+        while True:
+            await asyncio.sleep(shared_app.CHECK_SECONDS)
+            if not self.leading():
+                continue
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self._shared_credentials_once)
+            except Exception:  # noqa: BLE001 - the next round tries again; the tenants are unaffected
+                log.exception("could not check the shared app's credentials")
+
+    def _shared_credentials_once(self) -> None:
+        credentials = shared_app.ensure_credentials(self.kube, self.context.settings)
+        if credentials != self.credentials:
+            self.credentials = credentials
+            self._apply_shared_workload()
 
     def start(self, leading: Callable[[], bool] | None = None) -> None:
         """Start the workers; with `leading` (leader election) they wait for leadership_gained()."""
@@ -131,6 +159,7 @@ class Controller:
                       for i in range(settings.workers)]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
         self.tasks.append(asyncio.create_task(self._rollout_status(), name="rollout-status"))
+        self.tasks.append(asyncio.create_task(self._check_shared_credentials(), name="shared-credentials"))
         loop = asyncio.get_running_loop()
 
         def wake(name: str) -> None:

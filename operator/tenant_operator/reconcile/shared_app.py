@@ -1,0 +1,50 @@
+"""The shared workload's credentials: the app role and its Secret, kept matching, rotated on request.
+
+The Secret (names.SHARED_APP_SECRET in the shared namespace) holds the password;
+the role is made to take it. A new password is made when there is none, or when
+someone asks: `kubectl annotate secret shared-app-db tenancy.dev/rotate-password=<new value>`
+(as a Tenant's own rotation works): the role gets it, then the Secret, which then
+says which request it answers (tenancy.dev/rotated-for), and the shared workload's
+pods roll to read it. Looked at when the operator starts and every
+CHECK_SECONDS after, by the leader.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tenant_operator.api import names
+from tenant_operator.api.settings import Settings
+from tenant_operator.desired import render
+from tenant_operator.desired.drift import needs_apply
+from tenant_operator.infra import metrics, postgres, shared_app
+from tenant_operator.infra.kube import KubeAPI
+from tenant_operator.reconcile.state import annotation, secret_password
+
+log = logging.getLogger(__name__)
+
+CHECK_SECONDS = 30.0
+
+
+def ensure_credentials(kube: KubeAPI, settings: Settings) -> str:
+    """Role and Secret as they must be; the rotation the shared workload's pods must hold ("" before any)."""
+    ref = render.shared_app_secret_ref(settings)
+    secret = kube.read(ref)
+    password = secret_password(secret)
+    requested = annotation(secret, names.ROTATE_PASSWORD_ANNOTATION)
+    answered = annotation(secret, names.ROTATED_FOR_ANNOTATION)
+    rotating = bool(password and requested and requested != answered)
+    if password is None or rotating:
+        password = postgres.new_password()
+    result = shared_app.ensure_app_role(settings.admin_dsn(), password)
+    metrics.count_write("postgres", len(result.actions))
+    if result.changed:
+        log.info("shared app role: %s", "; ".join(result.actions))
+    rotation = requested if rotating else answered
+    host, port = settings.tenant_endpoint()
+    desired = render.shared_app_secret(settings, host, port, password, rotation)
+    if needs_apply(desired, secret):
+        kube.apply(desired)
+    if rotating:
+        log.info("shared app role: new password (rotation %r); the shared workload's pods roll", requested)
+    return rotation or ""

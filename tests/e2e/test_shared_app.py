@@ -1,0 +1,252 @@
+"""The shared tier's data plane: the app role, its memberships, and the reference app serving through them.
+
+On the real API server and PostgreSQL, with the operator as a process (paused
+inside a move's copy, so the move's `moving` state can be seen) and the
+reference app of examples/shared-app as a local process fed from the real
+ConfigMap and Secrets. What a user checks: HTTP answers per tenant, rows read
+back with each tenant's own credentials, and the catalogs.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from tenant_operator.api.kinds import DATABASE_SCHEMA, KINDS, TENANT, TENANT_PLAN, ObjectRef
+from tenant_operator.dev.wait import wait_for
+
+from .migration_data import tenant_secret
+from .shared_app_process import NOTES_SQL, AppProcess, NoteWriter, RoutesVolume
+from .writers import TABLE, Writers, count_writes, wait_for_commits
+
+pytestmark = pytest.mark.e2e
+
+SHARED_NAMESPACE = "tenancy-shared"
+# (Leading and trailing blanks are not part of an HTTP header's value: " b" is b, as HTTP says.)
+HOSTILE = ["", " ", "'; DROP TABLE notes; --", '" OR 1=1', "../{b}", "{b}/../{a}", "{b}'", "{B}",
+           "tenant_{b}", "{b}\u0000", "x" * 5000, "%2e%2e%2f{b}", "{b};{a}"]
+
+
+@pytest.fixture(scope="module")
+def operator(launch):
+    process = launch(fault="pause:copy", resync_seconds=30)
+    wait_for(lambda: process.process.poll() is None and process.metrics(), timeout=60,
+             what="the operator to serve metrics")
+    return process
+
+
+@pytest.fixture(scope="module")
+def plan(fault_kube, operator):
+    """A plan with both tiers, an isolated `web` workload and the app's schema (the notes table)."""
+    suffix = secrets.token_hex(3)
+    fault_kube.create(DATABASE_SCHEMA.collection_path(), {
+        "apiVersion": "tenancy.dev/v1alpha1", "kind": "DatabaseSchema", "metadata": {"name": f"notes-{suffix}"},
+        "spec": {"migrations": {"inline": [{"version": 1, "description": "notes", "sql": NOTES_SQL},
+                                           {"version": 2, "description": "writes", "sql": TABLE + ";"}]}}})
+    professional = fault_kube.read(ObjectRef(TENANT_PLAN, "professional"))
+    spec = copy.deepcopy(professional["spec"])
+    spec["database"] = {"schema": f"notes-{suffix}"}
+    fault_kube.create(TENANT_PLAN.collection_path(), {"apiVersion": "tenancy.dev/v1alpha1", "kind": "TenantPlan",
+                                                      "metadata": {"name": f"notes-{suffix}"}, "spec": spec})
+    return f"notes-{suffix}"
+
+
+def _secret(kube, name: str, namespace: str) -> dict[str, str]:
+    secret = kube.read(ObjectRef(KINDS[("v1", "Secret")], name, namespace))
+    assert secret, f"Secret {namespace}/{name} is missing"
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+@pytest.fixture
+def app_url(fault_kube, operator):
+    return wait_for(lambda: _secret(fault_kube, "shared-app-db", SHARED_NAMESPACE)["DATABASE_URL"], timeout=30,
+                    what="the shared app's Secret")
+
+
+@pytest.fixture
+def app(fault_kube, app_url, tmp_path):
+    volume = RoutesVolume(fault_kube, SHARED_NAMESPACE, tmp_path / "routes")
+    volume.sync()
+    process = AppProcess({"DATABASE_URL": app_url, "TENANT_ROUTES_DIR": str(volume.directory)},
+                         tmp_path / "app.log")
+    process.volume = volume
+    yield process
+    process.stop()
+
+
+def _ready_pair(fault_tenants, plan) -> tuple[str, str]:
+    a, b = fault_tenants.unique("na"), fault_tenants.unique("nb")
+    for name in (a, b):
+        fault_tenants.create(name, plan=plan)
+    for name in (a, b):
+        fault_tenants.wait_ready(name, timeout=120)
+    return a, b
+
+
+def _role(name: str) -> str:
+    return "tenant_" + name.replace("-", "_")
+
+
+def _members_of_app(admin: psycopg.Connection) -> set[str]:
+    rows = admin.execute("SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+                         " JOIN pg_roles a ON a.oid = m.member WHERE a.rolname = 'tenancy_shared_app'").fetchall()
+    return {row[0] for row in rows}
+
+
+def _notes_of(kube, name: str) -> list[str]:
+    with psycopg.connect(tenant_secret(kube, name)["DATABASE_URL"], autocommit=True) as conn:
+        return [row[0] for row in conn.execute("SELECT body FROM notes ORDER BY id").fetchall()]
+
+
+def test_app_role_reaches_tenant_data_only_by_set_role(fault_kube, fault_tenants, plan, app_url, postgres,
+                                                       launch):
+    a, b = _ready_pair(fault_tenants, plan)
+    admin_dsn = make_conninfo(postgres.url(), dbname=launch.shared_database)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        attributes = admin.execute("SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolbypassrls,"
+                                   " rolcanlogin FROM pg_roles WHERE rolname = 'tenancy_shared_app'").fetchone()
+        assert attributes == (False, False, False, False, False, True)
+        assert {_role(a), _role(b)} <= _members_of_app(admin)
+
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        for name in (a, b):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT count(*) FROM {_role(name)}.notes")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"INSERT INTO {_role(name)}.notes (body) VALUES ('app alone')")
+        conn.execute(f"SET ROLE {_role(a)}")
+        assert conn.execute(f"SELECT count(*) FROM {_role(a)}.notes").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # acting as A reaches nothing of B's
+            conn.execute(f"SELECT count(*) FROM {_role(b)}.notes")
+    # Its own credentials reach nothing else: not the maintenance database's tenants, not a superuser's powers.
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE public.planted (id int)")
+
+
+def test_requests_see_and_write_only_their_own_tenant(fault_kube, fault_tenants, plan, app):
+    a, b = _ready_pair(fault_tenants, plan)
+    app.volume.sync()
+    app.answers(b, 200)
+
+    assert app.request("POST", "/notes", a, {"body": "note of a"})[0] == 201
+    assert app.request("POST", "/notes", b, {"body": "note of b"})[0] == 201
+    assert app.notes(a) == ["note of a"]
+    assert app.notes(b) == ["note of b"]
+    assert _notes_of(fault_kube, a) == ["note of a"]  # read back with A's own credentials
+    assert _notes_of(fault_kube, b) == ["note of b"]
+
+    assert app.request("GET", "/notes")[0] == 400
+    assert app.request("GET", "/notes", "nobody-here")[0] == 404
+    for spelling in HOSTILE:
+        header = spelling.format(a=a, b=b, B=b.upper())
+        try:
+            status, _, body = app.request("GET", "/notes", header)
+        except ValueError:
+            continue  # http.client itself refuses to send some (NUL): nothing reached the app
+        assert status in (400, 404), (header[:40], status, body)
+        assert "note of b" not in str(body)
+        status, _, body = app.request("POST", "/notes", header, {"body": "planted"})
+        assert status in (400, 404), (header[:40], status, body)
+    assert _notes_of(fault_kube, a) == ["note of a"]
+    assert _notes_of(fault_kube, b) == ["note of b"]
+
+
+def test_suspension_cuts_the_app_off_even_on_a_session_opened_before(fault_kube, fault_tenants, plan, app, app_url,
+                                                                     postgres, launch):
+    a, b = _ready_pair(fault_tenants, plan)
+    app.volume.sync()
+    app.answers(a, 200)
+    assert app.request("POST", "/notes", a, {"body": "before"})[0] == 201
+    writers = Writers(fault_kube, a, count=2).start()
+    wait_for_commits(writers, more_than=20)
+    early = psycopg.connect(app_url, autocommit=True)
+    early.execute(f"SET ROLE {_role(a)}")  # a session acting as A before the suspension
+
+    fault_kube.merge_patch(ObjectRef(TENANT, a), {"spec": {"suspended": True}})
+    wait_for(lambda: (fault_tenants.get(a).get("status") or {}).get("phase") == "Suspended", timeout=60,
+             what=f"tenant {a} Suspended")
+    writers.stop()
+
+    with pytest.raises(psycopg.Error):
+        early.execute(f"INSERT INTO {_role(a)}.notes (body) VALUES ('through an old session')")
+    early.close()
+    # The app's routing still says active (the kubelet has not synced yet): the database refuses anyway.
+    statuses = {app.request("POST", "/notes", a, {"body": "stale route"})[0] for _ in range(3)}
+    assert 201 not in statuses and statuses <= {403, 503}, statuses
+    app.volume.sync()
+    app.answers(a, 403)
+    assert app.request("POST", "/notes", a, {"body": "suspended"})[0] == 403
+    assert app.request("POST", "/notes", b, {"body": "b still served"})[0] == 201
+    with psycopg.connect(make_conninfo(postgres.url(), dbname=launch.shared_database), autocommit=True) as admin:
+        assert _role(a) not in _members_of_app(admin)
+        assert _role(b) in _members_of_app(admin)
+
+    fault_kube.merge_patch(ObjectRef(TENANT, a), {"spec": {"suspended": False}})
+    fault_tenants.wait_ready(a)
+    app.volume.sync()
+    app.answers(a, 200)
+    assert app.request("POST", "/notes", a, {"body": "back"})[0] == 201
+    assert _notes_of(fault_kube, a) == ["before", "back"]
+    count = count_writes(tenant_secret(fault_kube, a)["DATABASE_URL"], writers)
+    assert not count.missing and not count.phantoms and not count.changed_ids, count
+
+
+def test_a_tenant_moving_to_isolated_is_503_then_served_by_its_own_web_app(fault_kube, fault_tenants, plan, app,
+                                                                         operator, tmp_path):
+    a, b = _ready_pair(fault_tenants, plan)
+    app.volume.sync()
+    app.answers(a, 200)
+    notes = NoteWriter(app, a).start()
+    writers = Writers(fault_kube, a, count=2).start()
+    wait_for(lambda: len(notes.committed) > 10, timeout=30, what="notes committed through the app")
+    wait_for_commits(writers, more_than=20)
+
+    fault_kube.merge_patch(ObjectRef(TENANT, a), {"spec": {"tier": "isolated"}})
+    paused = operator.fault_dir / "paused"
+    wait_for(paused.exists, timeout=120, what="the move to pause inside its copy")
+    routes = app.volume.sync()
+    assert '"moving"' in routes[a]
+    app.answers(a, 503)
+    status, headers, _ = app.request("GET", "/notes", a)
+    assert status == 503 and headers.get("retry-after"), (status, headers)
+    assert app.request("GET", "/notes", b)[0] == 200
+    (operator.fault_dir / "resume").write_text("")
+
+    wait_for(lambda: (fault_tenants.get(a).get("status") or {}).get("tier") == "isolated"
+             and fault_tenants.condition(a, "Ready")["status"] == "True", timeout=180, what=f"{a} Ready on isolated")
+    notes.stop()
+    writers.stop()
+    assert a not in app.volume.sync()
+    app.answers(a, 404)
+    assert app.request("POST", "/notes", a, {"body": "after the move"})[0] == 404
+
+    # Every note the app said it committed is in the new home, once.
+    found = _notes_of(fault_kube, a)
+    assert sorted(found) == sorted(set(found))
+    assert not set(notes.committed) - set(found), "notes committed through the app are missing after the move"
+    count = count_writes(tenant_secret(fault_kube, a)["DATABASE_URL"], writers)
+    assert count.committed > 0 and not count.missing and not count.phantoms and not count.changed_ids, count
+
+    # The isolated `web` Deployment's environment, taken from the Secret as its env says, reaches A there.
+    namespace = f"tenant-{a}"
+    deployment = fault_kube.read(ObjectRef(KINDS[("apps/v1", "Deployment")], "web", namespace))
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for item in container["env"]:
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        env[item["name"]] = _secret(fault_kube, ref["name"], namespace)[ref["key"]] if ref else item["value"]
+    assert env["TENANT_ID"] == a and env["DATABASE_URL"].endswith(f"/{_role(a)}")
+    web = AppProcess(env, tmp_path / "web.log")
+    try:
+        assert web.request("POST", "/notes", None, {"body": "isolated home"})[0] == 201
+        served = web.notes(a)
+        assert served[0] == "isolated home" and set(served[1:]) <= set(found)
+        assert web.request("GET", "/notes", b)[0] == 404
+    finally:
+        web.stop()

@@ -1,0 +1,450 @@
+"""The shared tier's reference app (examples/shared-app): what a client and a tenant see.
+
+No PostgreSQL here: the pool is a fake that records what each transaction
+runs, and the routing table is a directory laid out the way the kubelet
+mounts a ConfigMap (`..data` -> `..<timestamp>/`, visible names as links).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime
+import io
+import json
+import logging
+import os
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg_pool import PoolTimeout
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shared-app"
+sys.path.insert(0, str(EXAMPLE))
+
+from shared_app import Routes, SingleTenant, make_app  # noqa: E402
+from shared_app.metrics import UNKNOWN  # noqa: E402
+from shared_app.server import make_server  # noqa: E402
+from shared_app.settings import SettingsError, settings_from_env  # noqa: E402
+
+ACME = {"schema": "tenant_acme", "role": "tenant_acme", "database": "tenants", "state": "active"}
+GLOBEX = {"schema": "tenant_globex", "role": "tenant_globex", "database": "tenants", "state": "active"}
+CREATED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+
+
+class FakeConnection:
+    """Records each statement as PostgreSQL would receive its text; fails where told."""
+
+    def __init__(self, rows=(), fail_on: str | None = None, error: Exception | None = None) -> None:
+        self.log: list[str] = []
+        self.params: list[tuple | None] = []
+        self.rows = list(rows)
+        self.fail_on, self.error = fail_on, error
+
+    @contextlib.contextmanager
+    def transaction(self):
+        self.log.append("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.log.append("ROLLBACK")
+            raise
+        self.log.append("COMMIT")
+
+    def execute(self, query, params=None):
+        text = query.as_string(None) if isinstance(query, sql.Composable) else query
+        self.log.append(text)
+        self.params.append(params)
+        if self.fail_on and text.startswith(self.fail_on):
+            raise self.error
+        return self
+
+    def fetchall(self):
+        return self.rows
+
+    def fetchone(self):
+        return self.rows[0]
+
+
+class FakePool:
+    def __init__(self, conn: FakeConnection | None = None, error: Exception | None = None) -> None:
+        self.conn = conn or FakeConnection()
+        self.error = error
+        self.taken = 0
+
+    @contextlib.contextmanager
+    def connection(self, timeout=None):
+        self.taken += 1
+        if self.error:
+            raise self.error
+        yield self.conn
+
+
+def publish(directory: Path, entries: dict[str, object]) -> None:
+    """Lay out a ConfigMap volume update as the kubelet does: a new hidden dir, `..data` swapped, links."""
+    directory.mkdir(exist_ok=True)
+    generation = len(list(directory.glob("..20*"))) + 1
+    payload = directory / f"..2026_01_01_00_00_{generation:02d}.000000001"
+    payload.mkdir()
+    for name, content in entries.items():
+        (payload / name).write_text(content if isinstance(content, str) else json.dumps(content))
+    (directory / "..data_tmp").symlink_to(payload.name)
+    os.rename(directory / "..data_tmp", directory / "..data")
+    for name in entries:
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+    for link in directory.iterdir():
+        if not link.name.startswith(".") and link.name not in entries:
+            link.unlink()
+
+
+def call(app, method: str, path: str, tenant: str | None = None, body: bytes = b""):
+    """One request through the WSGI app: status, headers, decoded body."""
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    if tenant is not None:
+        environ["HTTP_X_TENANT_ID"] = tenant
+    setup_testing_defaults(environ)
+    answer = {}
+
+    def start_response(status, headers):
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    data = b"".join(app(environ, start_response))
+    is_json = answer["headers"].get("Content-Type") == "application/json"
+    return answer["status"], answer["headers"], json.loads(data) if is_json else data.decode()
+
+
+@pytest.fixture
+def routes_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "routes"
+    publish(directory, {"acme": ACME, "globex": GLOBEX})
+    return directory
+
+
+def shared_app(routes_dir: Path, pool: FakePool | None = None):
+    return make_app(Routes(routes_dir), pool or FakePool())
+
+
+# The tenant middleware, shared mode.
+
+def test_notes_without_tenant_header_is_400_with_json_error(routes_dir):
+    pool = FakePool()
+    status, _, body = call(shared_app(routes_dir, pool), "GET", "/notes")
+    assert status == 400
+    assert "X-Tenant-ID" in body["error"]
+    assert pool.taken == 0
+
+
+@pytest.mark.parametrize("tenant", [
+    "nobody",
+    "ACME",
+    " acme",
+    "acme ",
+    "acme'; DROP TABLE notes; --",
+    '"tenant_acme"',
+    "tenant_acme",
+    "../acme",
+    "../../etc/passwd",
+    "..data",
+    "..2026_01_01_00_00_01.000000001",
+    "acme/..",
+    "ácme",
+    "acme\u202e",
+    "a" * 10_000,
+])
+def test_unknown_and_hostile_tenants_are_404_and_reach_no_sql(routes_dir, tenant):
+    pool = FakePool()
+    status, _, body = call(shared_app(routes_dir, pool), "GET", "/notes", tenant)
+    assert (status, body) == (404, {"error": "unknown tenant"})
+    assert pool.taken == 0
+
+
+def test_suspended_tenant_is_403(routes_dir):
+    publish(routes_dir, {"acme": {**ACME, "state": "suspended"}})
+    pool = FakePool()
+    status, _, body = call(shared_app(routes_dir, pool), "GET", "/notes", "acme")
+    assert status == 403
+    assert "suspended" in body["error"]
+    assert pool.taken == 0
+
+
+def test_moving_tenant_is_503_with_retry_after(routes_dir):
+    publish(routes_dir, {"acme": {**ACME, "state": "moving"}})
+    pool = FakePool()
+    status, headers, _ = call(shared_app(routes_dir, pool), "POST", "/notes", "acme", b'{"body": "hi"}')
+    assert status == 503
+    assert headers["Retry-After"] == "5"
+    assert pool.taken == 0
+
+
+def test_active_tenant_runs_in_one_transaction_as_its_role_and_schema(routes_dir):
+    conn = FakeConnection(rows=[(2, "second", CREATED), (1, "first", CREATED)])
+    status, _, body = call(shared_app(routes_dir, FakePool(conn)), "GET", "/notes", "acme")
+    assert status == 200
+    assert body == {"tenant": "acme", "notes": [
+        {"id": 2, "body": "second", "created_at": "2026-01-02T03:04:05+00:00"},
+        {"id": 1, "body": "first", "created_at": "2026-01-02T03:04:05+00:00"},
+    ]}
+    assert conn.log[:3] == ["BEGIN", 'SET LOCAL ROLE "tenant_acme"', 'SET LOCAL search_path TO "tenant_acme"']
+    assert conn.log[3].startswith("SELECT id, body, created_at FROM notes")
+    assert conn.log[4:] == ["COMMIT"]
+
+
+def test_odd_identifiers_from_the_routing_table_are_quoted_not_formatted(routes_dir):
+    publish(routes_dir, {"acme": {**ACME, "role": 'r"; RESET ROLE; --', "schema": "Tenant Acme"}})
+    conn = FakeConnection(rows=[(7, "hi")])
+    status, _, _ = call(shared_app(routes_dir, FakePool(conn)), "POST", "/notes", "acme", b'{"body": "hi"}')
+    assert status == 201
+    assert conn.log[1:3] == ['SET LOCAL ROLE "r""; RESET ROLE; --"', 'SET LOCAL search_path TO "Tenant Acme"']
+
+
+def test_new_note_is_inserted_with_its_body_as_a_parameter(routes_dir):
+    conn = FakeConnection(rows=[(7, "it's <b>mine</b>")])
+    status, _, body = call(shared_app(routes_dir, FakePool(conn)), "POST", "/notes", "acme",
+                           json.dumps({"body": "it's <b>mine</b>"}).encode())
+    assert (status, body) == (201, {"id": 7, "body": "it's <b>mine</b>"})
+    assert conn.log[3] == "INSERT INTO notes (body) VALUES (%s) RETURNING id, body"
+    assert conn.params[-1] == ("it's <b>mine</b>",)
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b"[]", b'{"text": "hi"}', b'{"body": ""}', b'{"body": 5}'])
+def test_bad_note_is_400_before_any_connection_is_taken(routes_dir, payload):
+    pool = FakePool()
+    status, _, body = call(shared_app(routes_dir, pool), "POST", "/notes", "acme", payload)
+    assert status == 400
+    assert "body" in body["error"]
+    assert pool.taken == 0
+
+
+def test_revoked_membership_is_403_and_the_transaction_rolls_back(routes_dir):
+    refused = psycopg.errors.InsufficientPrivilege('permission denied to set role "tenant_acme"')
+    conn = FakeConnection(fail_on="SET LOCAL ROLE", error=refused)
+    status, _, body = call(shared_app(routes_dir, FakePool(conn)), "GET", "/notes", "acme")
+    assert status == 403
+    assert "revoked" in body["error"]
+    assert conn.log == ["BEGIN", 'SET LOCAL ROLE "tenant_acme"', "ROLLBACK"]
+
+
+def test_connection_ended_by_the_server_is_503_with_retry_after(routes_dir):
+    ended = psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+    conn = FakeConnection(fail_on="SELECT", error=ended)
+    status, headers, _ = call(shared_app(routes_dir, FakePool(conn)), "GET", "/notes", "acme")
+    assert (status, headers["Retry-After"]) == (503, "5")
+
+
+def test_database_down_is_503_with_retry_after(routes_dir):
+    pool = FakePool(error=PoolTimeout("couldn't get a connection after 5.00 sec"))
+    status, headers, body = call(shared_app(routes_dir, pool), "GET", "/notes", "acme")
+    assert (status, headers["Retry-After"]) == (503, "5")
+    assert "database" in body["error"]
+
+
+def test_failing_query_is_500_with_json_error(routes_dir):
+    conn = FakeConnection(fail_on="SELECT", error=psycopg.errors.UndefinedTable('relation "notes" does not exist'))
+    status, _, body = call(shared_app(routes_dir, FakePool(conn)), "GET", "/notes", "acme")
+    assert (status, body) == (500, {"error": "internal error"})
+
+
+# Endpoints that touch no tenant, and the rest of the URL space.
+
+def test_healthz_needs_no_header_and_no_database(routes_dir):
+    pool = FakePool(error=PoolTimeout("down"))
+    assert call(shared_app(routes_dir, pool), "GET", "/healthz")[::2] == (200, {"status": "ok"})
+    assert pool.taken == 0
+
+
+def test_unknown_path_is_404_and_wrong_method_is_405(routes_dir):
+    app = shared_app(routes_dir)
+    assert call(app, "GET", "/nope", "acme")[0] == 404
+    status, headers, _ = call(app, "DELETE", "/notes", "acme")
+    assert status == 405
+    assert headers["Allow"] == "GET, POST"
+    assert call(app, "POST", "/healthz")[0] == 405
+
+
+# The routing table follows the mounted ConfigMap.
+
+def test_routing_reload_picks_up_added_changed_and_removed_tenants(routes_dir):
+    routes = Routes(routes_dir)
+    assert routes.tenants() == {"acme", "globex"}
+    assert routes.refresh() is False
+
+    publish(routes_dir, {"acme": ACME, "globex": GLOBEX, "initech": {**ACME, "schema": "tenant_initech"}})
+    assert routes.refresh() is True
+    assert routes.lookup("initech").schema == "tenant_initech"
+
+    publish(routes_dir, {"acme": {**ACME, "state": "suspended"}, "initech": ACME})
+    assert routes.refresh() is True
+    assert routes.lookup("acme").state == "suspended"
+    assert routes.lookup("globex") is None
+
+
+def test_app_answers_from_the_reloaded_table(routes_dir):
+    app = shared_app(routes_dir)
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    publish(routes_dir, {"acme": {**ACME, "state": "moving"}})
+    app.routes.refresh()
+    assert call(app, "GET", "/notes", "acme")[0] == 503
+    assert call(app, "GET", "/notes", "globex")[0] == 404
+
+
+def test_routing_is_checked_at_most_once_an_interval(routes_dir):
+    now = [1000.0]
+    routes = Routes(routes_dir, clock=lambda: now[0], interval=1.0)
+    publish(routes_dir, {"acme": ACME})
+    now[0] += 0.5
+    assert routes.lookup("globex") is not None, "not looked at again within the interval"
+    now[0] += 0.5
+    assert routes.lookup("globex") is None
+
+
+def test_routing_ignores_hidden_entries(routes_dir):
+    (routes_dir / ".hidden").write_text(json.dumps(ACME))
+    routes = Routes(routes_dir)
+    assert routes.tenants() == {"acme", "globex"}
+    assert all(routes.lookup(name) is None for name in os.listdir(routes_dir) if name.startswith("."))
+
+
+@pytest.mark.parametrize("content", [
+    "{not json",
+    "[]",
+    json.dumps({**ACME, "role": ""}),
+    json.dumps({key: value for key, value in ACME.items() if key != "schema"}),
+    json.dumps({**ACME, "state": "paused"}),
+    json.dumps({**ACME, "database": 7}),
+])
+def test_malformed_entry_is_an_unknown_tenant_and_logged(routes_dir, content, caplog):
+    publish(routes_dir, {"acme": ACME, "broken": content})
+    with caplog.at_level(logging.WARNING, logger="shared_app.routing"):
+        app = shared_app(routes_dir)
+    assert call(app, "GET", "/notes", "broken")[0] == 404
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    assert "'broken'" in caplog.text
+
+
+def test_missing_routing_directory_serves_no_tenant(tmp_path):
+    routes = Routes(tmp_path / "not-mounted")
+    assert routes.tenants() == frozenset()
+    publish(tmp_path / "not-mounted", {"acme": ACME})
+    assert routes.refresh() is True
+
+
+def test_plain_directory_rewrite_is_noticed(tmp_path):
+    (tmp_path / "acme").write_text(json.dumps(ACME))
+    routes = Routes(tmp_path)
+    (tmp_path / "acme").write_text(json.dumps({**ACME, "state": "suspended"}))
+    assert routes.refresh() is True
+    assert routes.lookup("acme").state == "suspended"
+
+
+# Isolated mode: one tenant, logged in as itself.
+
+def test_isolated_mode_serves_its_tenant_with_or_without_the_header():
+    conn = FakeConnection(rows=[])
+    app = make_app(SingleTenant("acme", "tenant_acme"), FakePool(conn))
+    assert call(app, "GET", "/notes")[::2] == (200, {"tenant": "acme", "notes": []})
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    assert call(app, "GET", "/notes", "globex")[0] == 404
+
+
+@pytest.mark.parametrize("schema, first", [("tenant_acme", 'SET LOCAL search_path TO "tenant_acme"'),
+                                           (None, "SELECT")])
+def test_isolated_mode_never_sets_a_role_and_sets_search_path_when_given(schema, first):
+    conn = FakeConnection(rows=[])
+    call(make_app(SingleTenant("acme", schema), FakePool(conn)), "GET", "/notes")
+    assert conn.log[0] == "BEGIN"
+    assert conn.log[1].startswith(first)
+    assert not any("ROLE" in statement for statement in conn.log)
+
+
+# Metrics.
+
+def test_metrics_label_only_routed_tenants(routes_dir):
+    app = shared_app(routes_dir)
+    call(app, "GET", "/notes", "acme")
+    publish(routes_dir, {"acme": {**ACME, "state": "suspended"}})
+    app.routes.refresh()
+    call(app, "GET", "/notes", "acme")
+    for n in range(50):
+        call(app, "GET", "/notes", f"attacker-{n}")
+    call(app, "GET", "/notes")
+    call(app, "GET", "/notes", 'x"} 1\nfake_metric{a="')
+
+    assert app.metrics.tenants() == {"acme", UNKNOWN}
+    assert app.metrics.requests("acme", 200) == 1
+    assert app.metrics.requests("acme", 403) == 1
+    assert app.metrics.requests(UNKNOWN, 404) == 51
+    assert app.metrics.requests(UNKNOWN, 400) == 1
+
+
+def test_metrics_endpoint_is_prometheus_text(routes_dir):
+    app = shared_app(routes_dir)
+    call(app, "GET", "/notes", "acme")
+    call(app, "GET", "/notes", "nobody")
+    call(app, "GET", "/healthz")
+    status, headers, text = call(app, "GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    lines = text.splitlines()
+    assert 'shared_app_requests_total{tenant="acme",code="200"} 1' in lines
+    assert 'shared_app_requests_total{tenant="unknown",code="404"} 1' in lines
+    assert 'shared_app_request_seconds_count{tenant="acme"} 1' in lines
+    assert any(line.startswith('shared_app_request_seconds_sum{tenant="acme"} ') for line in lines)
+    assert "/healthz" not in text and len([line for line in lines if line.startswith("shared_app_requests")]) == 2
+
+
+# Settings and serving.
+
+def test_settings_choose_the_mode_and_default_the_rest():
+    shared = settings_from_env({"DATABASE_URL": "postgresql://app@db/tenants", "TENANT_ROUTES_DIR": "/etc/r"})
+    assert (shared.mode, shared.host, shared.port, shared.pool_size) == ("shared", "0.0.0.0", 8080, 10)
+    isolated = settings_from_env({"DATABASE_URL": "postgresql://acme@db/acme", "TENANT_ID": "acme",
+                                  "DATABASE_SCHEMA": "app", "PORT": "9000", "POOL_SIZE": "3"})
+    assert (isolated.mode, isolated.tenant_id, isolated.schema, isolated.port, isolated.pool_size) == \
+        ("isolated", "acme", "app", 9000, 3)
+
+
+@pytest.mark.parametrize("environ", [
+    {"TENANT_ID": "acme"},
+    {"DATABASE_URL": "postgresql://db"},
+    {"DATABASE_URL": "postgresql://db", "TENANT_ID": "acme", "TENANT_ROUTES_DIR": "/etc/r"},
+    {"DATABASE_URL": "postgresql://db", "TENANT_ID": "acme", "PORT": "http"},
+])
+def test_settings_refuse_an_environment_that_names_no_way_to_run(environ):
+    with pytest.raises(SettingsError):
+        settings_from_env(environ)
+
+
+class BarrierConnection(FakeConnection):
+    """Holds each query until two requests are inside one at once."""
+
+    barrier = threading.Barrier(2, timeout=5)
+
+    def execute(self, query, params=None):
+        if isinstance(query, str):
+            self.barrier.wait()
+        return super().execute(query, params)
+
+
+def test_server_runs_requests_in_parallel(routes_dir):
+    server = make_server(shared_app(routes_dir, FakePool(BarrierConnection())), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    request = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/notes", headers={"X-Tenant-ID": "acme"})
+
+    def get(_) -> int:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as clients:
+            assert list(clients.map(get, range(2))) == [200, 200]
+    finally:
+        server.shutdown()
+        server.server_close()
