@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
     ("idle.py", ["--tenants", "5", "--seconds", "3", "--resync-seconds", "1"],
      ["kube_writes", "pg_writes", "requests_per_tenant_hour", "rss_mb", "restart_examined_s", "restart_writes"]),
     ("migration.py", ["--megabytes", "2"], ["copy_mb_s", "baseline_mb_s", "throughput_ratio", "write_freeze_s"]),
-    ("schema_rollout.py", ["--tenants", "4", "--rows", "100"], ["floor_s", "operator_s", "ratio"]),
+    ("schema_rollout.py", ["--tenants", "4", "--rows", "100"],
+     ["floor_s", "floor_with_status_s", "operator_s", "ratio", "ratio_with_status"]),
+    ("shared_app.py", ["--seconds", "1", "--clients", "2"], ["requests", "errors", "rps", "p50_ms", "p99_ms"]),
 ])
 def test_benchmark_runs_and_reports_its_figures(script, args, figures, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,

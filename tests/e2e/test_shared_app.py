@@ -18,10 +18,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tenant_operator.api.kinds import DATABASE_SCHEMA, KINDS, TENANT, TENANT_PLAN, ObjectRef
+from tenant_operator.dev.shared_app import NOTES_SQL, AppProcess, RoutesVolume
 from tenant_operator.dev.wait import wait_for
 
 from .migration_data import tenant_secret
-from .shared_app_process import NOTES_SQL, AppProcess, NoteWriter, RoutesVolume
+from .shared_app_process import NoteWriter
 from .writers import TABLE, Writers, count_writes, wait_for_commits
 
 pytestmark = pytest.mark.e2e
@@ -250,3 +251,41 @@ def test_a_tenant_moving_to_isolated_is_503_then_served_by_its_own_web_app(fault
         assert web.request("GET", "/notes", b)[0] == 404
     finally:
         web.stop()
+
+
+def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_kube, app_url, operator):
+    secret_ref = ObjectRef(KINDS[("v1", "Secret")], "shared-app-db", SHARED_NAMESPACE)
+    deployment_ref = ObjectRef(KINDS[("apps/v1", "Deployment")], "shared-web", SHARED_NAMESPACE)
+    request = f"r-{secrets.token_hex(3)}"
+    fault_kube.merge_patch(secret_ref, {"metadata": {"annotations": {"tenancy.dev/rotate-password": request}}})
+
+    def rotated() -> str | None:
+        secret = fault_kube.read(secret_ref)
+        answered = (secret["metadata"].get("annotations") or {}).get("tenancy.dev/rotated-for")
+        return base64.b64decode(secret["data"]["DATABASE_URL"]).decode() if answered == request else None
+
+    new_url = wait_for(rotated, timeout=60, what="the shared app's password to be rotated")
+    assert new_url != app_url
+    with psycopg.connect(new_url, autocommit=True) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("tenancy_shared_app",)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(app_url, connect_timeout=5).close()
+    wait_for(lambda: (fault_kube.read(deployment_ref)["spec"]["template"]["metadata"].get("annotations") or {})
+             .get("tenancy.dev/rotated-for") == request, timeout=30, what="shared-web's pods to roll")
+
+
+def test_deleted_tenant_leaves_the_app_no_way_in(fault_kube, fault_tenants, plan, app_url, postgres, launch):
+    a, b = _ready_pair(fault_tenants, plan)
+    admin_dsn = make_conninfo(postgres.url(), dbname=launch.shared_database)
+    fault_tenants.delete(a)
+    fault_tenants.wait_gone(a, timeout=120)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        members = _members_of_app(admin)
+        kept = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [_role(a)]).fetchone()
+    assert _role(a) not in members and _role(b) in members
+    url = wait_for(lambda: _secret(fault_kube, "shared-app-db", SHARED_NAMESPACE)["DATABASE_URL"], timeout=30,
+                   what="the shared app's Secret")
+    with psycopg.connect(url, autocommit=True) as conn:
+        if kept:  # reclaimPolicy Retain keeps the role and its schema: the app still may not act as it
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SET ROLE {_role(a)}")

@@ -23,7 +23,7 @@ from tenant_operator.reconcile.state import annotation, secret_password
 
 log = logging.getLogger(__name__)
 
-CHECK_SECONDS = 30.0
+CHECK_SECONDS = 10.0
 
 
 def ensure_credentials(kube: KubeAPI, settings: Settings) -> str:
