@@ -228,7 +228,8 @@ def test_sql_name_of_any_valid_tenant_fits_postgres_with_room_for_quarantine(nam
 identifiers = st.one_of(st.sampled_from([t for t in HOSTILE_TEXT if t and "\x00" not in t]),
                         st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1)).filter(
     lambda s: len(s.encode()) <= sql.MAX_IDENTIFIER_BYTES)
-FIXED_ARGUMENTS = {"password": "SCRAM-SHA-256$4096:c2FsdA==$a2V5:c2lnbg==", "connection_limit": 20, "enabled": True}
+FIXED_ARGUMENTS = {"password": "SCRAM-SHA-256$4096:c2FsdA==$a2V5:c2lnbg==", "connection_limit": 20, "enabled": True,
+                   "value": "30s"}  # a limit's value: checked by the CRD, sent as a literal
 
 
 def builders() -> dict[str, tuple]:

@@ -18,6 +18,7 @@ from tenant_operator.api.fields import (
     plain,
     unique,
 )
+from tenant_operator.api.limits import DatabaseLimits
 
 # --- TenantPlan ---------------------------------------------------------------
 
@@ -65,6 +66,7 @@ class PlanDatabaseSpec(SpecModel):
     schema_name: SchemaName | None = Field(
         default=None, alias="schema",
         description="The DatabaseSchema every tenant on the plan is born with and follows.")
+    limits: DatabaseLimits = Field(default=DatabaseLimits(), description="Limits of each tenant's database role.")
 
 
 class TenantPlanSpec(SpecModel):

@@ -26,6 +26,7 @@ from tenant_operator.api.fields import (
     plain,
     validations,
 )
+from tenant_operator.api.limits import DatabaseLimits
 
 # --- Tenant -------------------------------------------------------------------
 
@@ -89,6 +90,8 @@ class TenantSpec(SpecModel):
         default=[], max_length=MAX_OWNERS, description="Subjects bound to the admin role in the tenant namespace."
     )
     quota_overrides: QuotaMap = Field(default={}, description="Per-tenant entries replacing the plan's quota.")
+    database_overrides: DatabaseLimits = Field(
+        default=DatabaseLimits(), description="Per-tenant values replacing the plan's database limits.")
     database: DatabaseSpec = Field(default=DatabaseSpec(), description="The tenant's database.")
     suspended: bool = Field(
         default=False,

@@ -41,6 +41,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
+from tenant_operator.api import limits
 from tenant_operator.api.names import SHARED_APP_ROLE, database_name, role_name, schema_name
 from tenant_operator.infra import sql
 from tenant_operator.infra.connection import admin_session, fetch_one, fetch_row
@@ -51,8 +52,7 @@ SHARED = "shared"
 ISOLATED = "isolated"
 TIERS = (SHARED, ISOLATED)
 
-# A tenant must not be able to exhaust the server's max_connections for everyone.
-DEFAULT_CONNECTION_LIMIT = 20
+DEFAULT_CONNECTION_LIMIT = limits.DEFAULT_CONNECTION_LIMIT
 @dataclasses.dataclass(frozen=True)
 class DataPlacement:
     """Where a tenant's data lives."""
@@ -102,6 +102,7 @@ def ensure_tenant_data(
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
     login: bool | None = None,
     served: bool | None = None,
+    settings: dict[str, str] | None = None,
 ) -> EnsureResult:
     """Bring the tenant's role, schema and (isolated) database to the desired state.
 
@@ -110,17 +111,18 @@ def ensure_tenant_data(
     None leaves an existing password alone. `login` True/False makes the role's
     LOGIN so (suspension, retained data adopted again); None leaves it alone.
     `served`: whether the shared workload may act as the tenant (shared_app.py);
-    None leaves its membership alone.
+    None leaves its membership alone. `settings`: the role's limits as parameter ->
+    value (api/limits.py); the limits' parameters it leaves out are reset.
     """
     actions: list[str] = []
     if placement.tier == ISOLATED:
         with admin_session(admin_dsn) as admin:
-            actions += _ensure_role(admin, placement, password, connection_limit, login, served)
+            actions += _ensure_role(admin, placement, password, connection_limit, login, served, settings or {})
             actions += _ensure_database(admin, placement.database, placement.role)
     # Roles are cluster-wide: in the shared tier one connection does it all.
     with admin_session(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as data:
         if placement.tier == SHARED:
-            actions += _ensure_role(data, placement, password, connection_limit, login, served)
+            actions += _ensure_role(data, placement, password, connection_limit, login, served, settings or {})
         actions += _ensure_schema(data, placement.schema, placement.role)
         if placement.tier == ISOLATED:
             actions += _ensure_public_schema_locked(data)
@@ -283,7 +285,7 @@ def tenant_data_exists(admin_dsn: str, placement: DataPlacement) -> bool:
 
 def _ensure_role(
     conn: psycopg.Connection, placement: DataPlacement, password: str | None, connection_limit: int,
-    login: bool | None = None, served: bool | None = None,
+    login: bool | None = None, served: bool | None = None, settings: dict[str, str] | None = None,
 ) -> list[str]:
     role = placement.role
     state = fetch_one(conn, sql.role_state(role, placement.schema, SHARED_APP_ROLE))
@@ -313,8 +315,28 @@ def _ensure_role(
     if placement.tier == SHARED and (state is None or not state["connect_granted"]):
         conn.execute(sql.grant_connect(placement.database, role))
         actions.append("granted CONNECT on shared database")
+    actions += _ensure_role_settings(conn, role, state, settings or {})
     if served is not None:
         actions += _serve_by_shared_app(conn, role, state, served and placement.tier == SHARED)
+    return actions
+
+
+def _ensure_role_settings(conn: psycopg.Connection, role: str, state: dict[str, Any] | None,
+                          wanted: dict[str, str]) -> list[str]:
+    """The plan's limits as the role's defaults; a limit no longer in the plan goes back to the server's."""
+    current = {}
+    for entry in (state or {}).get("rolconfig") or []:
+        parameter, _, value = entry.partition("=")
+        if parameter in limits.ROLE_SETTINGS.values():
+            current[parameter] = value
+    actions = []
+    for parameter in sorted(set(current) | set(wanted)):
+        if parameter not in wanted:
+            conn.execute(sql.alter_role_reset(role, parameter))
+            actions.append(f"reset {parameter}")
+        elif current.get(parameter) != wanted[parameter]:
+            conn.execute(sql.alter_role_set(role, parameter, wanted[parameter]))
+            actions.append(f"set {parameter} to {wanted[parameter]}")
     return actions
 
 

@@ -67,6 +67,15 @@ def alter_role_login(role: str, enabled: bool) -> sql.Composed:
     return sql.SQL("ALTER ROLE {} WITH " + ("LOGIN" if enabled else "NOLOGIN")).format(ident(role))
 
 
+def alter_role_set(role: str, parameter: str, value: str) -> sql.Composed:
+    """A default every session of the role starts with (a limit of its plan)."""
+    return sql.SQL("ALTER ROLE {} SET {} = {}").format(ident(role), ident(parameter), sql.Literal(value))
+
+
+def alter_role_reset(role: str, parameter: str) -> sql.Composed:
+    return _statement("ALTER ROLE {} RESET {}", role, parameter)
+
+
 def alter_role_search_path(role: str, schema: str) -> sql.Composed:
     """Set per role, not per database, so it follows the role across a tier migration."""
     return _statement("ALTER ROLE {} SET search_path = {}", role, schema)

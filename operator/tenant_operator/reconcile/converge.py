@@ -15,10 +15,11 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 
+import psycopg
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import conditions as cond
-from tenant_operator.api import names
+from tenant_operator.api import limits, names
 from tenant_operator.api.conditions import Condition
 from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.plan import TenantPlan
@@ -85,7 +86,7 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
         namespace = _step(cond.NAMESPACE_READY, "NamespaceReady", namespace.message,
                           lambda: apply(objects["access"], _prunable_access(tenant) if prune else []))
     parts = [namespace, quota]
-    database, password = _database_step(ctx, tenant, tier, fresh) if namespace.ok and quota.ok else (Condition(
+    database, password = _database_step(ctx, tenant, plan, tier, fresh) if namespace.ok and quota.ok else (Condition(
         cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first"), None)
     parts.append(database)
     schema = SchemaState(record=recorded(tenant))
@@ -185,7 +186,8 @@ def _prunable_quota(desired: list[dict], tenant: Tenant) -> list[ObjectRef]:
     return [ObjectRef(KINDS[("v1", "LimitRange")], render.LIMITS_NAME, names.tenant_namespace(tenant.name))]
 
 
-def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False) -> tuple[Condition, str | None]:
+def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, fresh: bool = False,
+                   ) -> tuple[Condition, str | None]:
     """The data, its Secret and route; the condition, and the role's password once all is in place."""
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME, names.tenant_namespace(tenant.name))
@@ -198,7 +200,8 @@ def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False)
         rotating = bool(secret and rotation and rotation != annotation(secret, names.ROTATE_PASSWORD_ANNOTATION))
         if rotating:
             password = None  # a new password, set on the role and written to the Secret together
-        result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended)
+        bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
+        result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended, bounds=bounds)
         if result.changed and not fresh:  # a new tenant's Ready event tells the same
             where = f"{placement.database}/{placement.schema}"
             ctx.events.post(tenant, "DatabaseProvisioned",
@@ -213,6 +216,11 @@ def _database_step(ctx: Context, tenant: Tenant, tier: str, fresh: bool = False)
         _ensure_route(ctx, tenant, tier, placement, known_absent=fresh)
     except connection.DatabaseUnavailable as error:
         return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error)), None
+    except psycopg.errors.InvalidParameterValue as error:
+        # A limit the CRD's pattern let through but the server refuses (work_mem below 64kB, say).
+        return Condition(cond.DATABASE_READY, False, "InvalidDatabaseLimits",
+                         f"PostgreSQL refused a database limit of plan {plan.name} or the tenant's "
+                         f"databaseOverrides: {' '.join(str(error).split())}"), None
     except ApiException as error:
         return Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error)), None
     ctx.passwords.put(tenant.name, result.password)
@@ -232,7 +240,8 @@ class _Ensured:
         return bool(self.actions)
 
 
-def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str | None, login: bool) -> _Ensured:
+def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str | None, login: bool,
+                 bounds: limits.DatabaseLimits) -> _Ensured:
     """Provision the data; a password is generated only when no Secret holds one yet.
 
     A retained role of a deleted tenant (login disabled, no Secret left) is adopted:
@@ -241,7 +250,8 @@ def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str 
     """
     def ensure(new_password: str | None) -> tuple[str, ...]:
         return postgres.ensure_tenant_data(ctx.settings.admin_dsn(), placement, new_password, login=login,
-                                           served=login).actions
+                                           served=login, connection_limit=limits.connection_limit(bounds),
+                                           settings=limits.role_settings(bounds)).actions
 
     if password is None:
         fresh = postgres.new_password()

@@ -1,0 +1,68 @@
+"""What bounds a tenant in the database: per plan (`spec.database.limits`), per tenant (`spec.databaseOverrides`).
+
+Applied to the tenant's role: CONNECTION LIMIT, and the rest as `ALTER ROLE ...
+SET` defaults that every session of the role starts with. What the tenant's own
+session can undo, and what it cannot: temp_file_limit is a superuser setting, so
+it holds; statement_timeout, idle_in_transaction_session_timeout, lock_timeout
+and work_mem are defaults a session may SET otherwise (PostgreSQL has no way to
+forbid that to a role), so they bound the tenant's applications as configured,
+not a tenant that sets out to escape them. CONNECTION LIMIT holds.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tenant_operator.api.fields import SpecModel, _matching
+
+DURATION_PATTERN = r"^[0-9]{1,9}(ms|s|min|h|d)$"
+DURATION_MESSAGE = "must be a whole number with a PostgreSQL time unit: ms, s, min, h or d, such as 30s or 500ms"
+SIZE_PATTERN = r"^[0-9]{1,9}(kB|MB|GB|TB)$"
+SIZE_MESSAGE = "must be a whole number with a PostgreSQL memory unit: kB, MB, GB or TB, such as 64MB"
+
+Duration = _matching(DURATION_PATTERN, DURATION_MESSAGE, 16)
+Size = _matching(SIZE_PATTERN, SIZE_MESSAGE, 16)
+
+DEFAULT_CONNECTION_LIMIT = 20
+"""Without a plan's connectionLimit: a tenant must not be able to exhaust the server's max_connections."""
+
+# The role settings the operator owns (field -> PostgreSQL parameter): set when asked, reset when not.
+ROLE_SETTINGS = {
+    "statement_timeout": "statement_timeout",
+    "idle_in_transaction_session_timeout": "idle_in_transaction_session_timeout",
+    "lock_timeout": "lock_timeout",
+    "work_mem": "work_mem",
+    "temp_file_limit": "temp_file_limit",
+}
+
+
+class DatabaseLimits(SpecModel):
+    """Limits of each tenant's database role; a value left out is PostgreSQL's default (connectionLimit: 20)."""
+
+    connection_limit: int | None = Field(default=None, ge=1, le=10000,
+                                         description="Sessions the tenant's role may hold at once.")
+    statement_timeout: Duration | None = Field(  # type: ignore[valid-type]
+        default=None, description="A statement running longer is cancelled, such as 30s.")
+    idle_in_transaction_session_timeout: Duration | None = Field(  # type: ignore[valid-type]
+        default=None, description="A session idle inside a transaction this long is ended, such as 5min.")
+    lock_timeout: Duration | None = Field(  # type: ignore[valid-type]
+        default=None, description="A statement waiting this long for a lock is cancelled, such as 10s.")
+    work_mem: Size | None = Field(  # type: ignore[valid-type]
+        default=None, description="Memory a sort or hash may use before spilling to disk, such as 16MB.")
+    temp_file_limit: Size | None = Field(  # type: ignore[valid-type]
+        default=None, description="Temporary file space a session may use, such as 1GB (the tenant cannot raise it).")
+
+
+def effective(plan: DatabaseLimits, overrides: DatabaseLimits) -> DatabaseLimits:
+    """The plan's limits with the tenant's overrides (each value set there wins)."""
+    return plan.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
+def connection_limit(limits: DatabaseLimits) -> int:
+    return limits.connection_limit or DEFAULT_CONNECTION_LIMIT
+
+
+def role_settings(limits: DatabaseLimits) -> dict[str, str]:
+    """PostgreSQL parameter -> value for `ALTER ROLE ... SET`, only those the limits set."""
+    values = limits.model_dump()
+    return {parameter: values[field] for field, parameter in ROLE_SETTINGS.items() if values[field] is not None}
