@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -529,3 +530,13 @@ def test_security_doc_lists_exactly_the_rights_the_chart_grants(helm):
 
     assert rows == expected, "docs/security.md is out of date; its table should read:\n" + "\n".join(expected)
     assert any("kube-system" in line for line in text.splitlines())  # the doc says what is refused, too
+
+
+def test_grafana_dashboard_is_a_configmap_for_the_sidecar_when_asked(helm):
+    assert not [d for d in render(helm) if d["metadata"]["name"].endswith("-dashboard")]
+
+    dashboard = only(render(helm, "metrics.grafanaDashboard.enabled=true"), "ConfigMap", "-dashboard")
+
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "dashboards" / "tenants.json").read_text())
+    assert json.loads(dashboard["data"]["tenant-operator-tenants.json"]) == shipped

@@ -170,6 +170,8 @@ def test_tenant_names_and_printer_columns(documents):
         "Namespace": ("string", ".status.namespace", 1),
         "Database": ("string", ".status.database.database", 1),
         "Schema": ("string", ".status.database.schema", 1),
+        "Size": ("integer", ".status.usage.databaseBytes", 1),
+        "Connections": ("integer", ".status.usage.connections", 1),
         "Message": ("string", '.status.conditions[?(@.type=="Ready")].message', 1),
     }
 

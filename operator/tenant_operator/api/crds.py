@@ -272,6 +272,8 @@ TENANT_COLUMNS: list[dict[str, Any]] = [
     {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace", "priority": 1},
     {"name": "Database", "type": "string", "jsonPath": ".status.database.database", "priority": 1},
     {"name": "Schema", "type": "string", "jsonPath": ".status.database.schema", "priority": 1},
+    {"name": "Size", "type": "integer", "jsonPath": ".status.usage.databaseBytes", "priority": 1},
+    {"name": "Connections", "type": "integer", "jsonPath": ".status.usage.connections", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": f"{_READY}.message", "priority": 1},
 ]
 # The API server prints only the first value a column's JSONPath finds, and a whole list as JSON

@@ -133,6 +133,24 @@ class DatabaseStatus(StatusModel):
         default=None, description="The DatabaseSchema's generation when that version failed.")
 
 
+class QuotaUsage(StatusModel):
+    """One resource of the tenant's ResourceQuota, as the quota controller counts it."""
+
+    used: str | None = Field(default=None, max_length=64, description="What the namespace uses now.")
+    hard: str | None = Field(default=None, max_length=64, description="The quota's limit.")
+
+
+class UsageStatus(StatusModel):
+    """What the tenant uses, measured at each resync (one catalog query per server for all tenants)."""
+
+    database_bytes: int | None = Field(
+        default=None, ge=0, description="Bytes of its schema's tables with their indexes and TOAST (shared tier), "
+                                        "or of its database (isolated tier).")
+    connections: int | None = Field(default=None, ge=0, description="Sessions its role had open.")
+    quota: dict[str, QuotaUsage] = Field(default={}, max_length=64,
+                                         description="used and hard of its ResourceQuota, per resource.")
+
+
 class TableProgress(StatusModel):
     """Copy progress of one table during a migration."""
 
@@ -176,6 +194,7 @@ class TenantStatus(StatusModel):
     )
     observed_generation: int | None = Field(default=None, ge=0, description="Generation last reconciled.")
     migration: MigrationStatus | None = Field(default=None, description="The tier migration in progress, if any.")
+    usage: UsageStatus | None = Field(default=None, description="What the tenant uses, as of the last resync.")
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -39,7 +39,16 @@ BUILD_INFO = Gauge("tenant_operator_build_info", "The running tenant-operator: i
                    ["version", "python_version"])
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
+# Per tenant, one series each (per resource for quota), removed when the tenant goes: bounded by the fleet.
+TENANT_DATABASE_BYTES = Gauge("tenant_database_bytes", "Bytes of the tenant's schema or database, at the last resync",
+                              ["tenant"])
+TENANT_DATABASE_CONNECTIONS = Gauge("tenant_database_connections",
+                                    "Sessions the tenant's role had open at the last resync", ["tenant"])
+TENANT_QUOTA_USED_RATIO = Gauge("tenant_quota_used_ratio", "used / hard of the tenant's ResourceQuota, per resource",
+                                ["tenant", "resource"])
+
 _tenant_labels: dict[str, tuple[str, str, str]] = {}
+_quota_resources: dict[str, set[str]] = {}
 
 
 def serve(port: int) -> None:
@@ -71,7 +80,27 @@ def track_tenant(name: str, phase: str, tier: str | None, plan: str | None) -> N
     _tenant_labels[name] = labels
 
 
+def track_usage(name: str, database_bytes: int | None, connections: int | None,
+                quota_ratios: dict[str, float]) -> None:
+    if database_bytes is not None:
+        TENANT_DATABASE_BYTES.labels(name).set(database_bytes)
+    if connections is not None:
+        TENANT_DATABASE_CONNECTIONS.labels(name).set(connections)
+    for resource in _quota_resources.get(name, set()) - set(quota_ratios):
+        TENANT_QUOTA_USED_RATIO.remove(name, resource)
+    for resource, ratio in quota_ratios.items():
+        TENANT_QUOTA_USED_RATIO.labels(name, resource).set(ratio)
+    _quota_resources[name] = set(quota_ratios)
+
+
 def forget_tenant(name: str) -> None:
     previous = _tenant_labels.pop(name, None)
     if previous:
         TENANTS.labels(*previous).dec()
+    for gauge in (TENANT_DATABASE_BYTES, TENANT_DATABASE_CONNECTIONS):
+        try:
+            gauge.remove(name)
+        except KeyError:
+            pass
+    for resource in _quota_resources.pop(name, set()):
+        TENANT_QUOTA_USED_RATIO.remove(name, resource)

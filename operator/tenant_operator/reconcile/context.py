@@ -19,6 +19,7 @@ from tenant_operator.infra import access as access_
 from tenant_operator.infra import events
 from tenant_operator.infra.kube import KubeAPI
 from tenant_operator.infra.schemas import SchemaCatalog
+from tenant_operator.infra.usage import DataUsage
 
 
 class Recent:
@@ -119,6 +120,8 @@ class Context:
     schemas: SchemaCatalog = None  # type: ignore[assignment]  # filled in by __post_init__
     rollouts: Rollouts = dataclasses.field(default_factory=EveryoneAtOnce)
     passwords: Passwords = dataclasses.field(default_factory=Passwords)
+    usage: Callable[[str], DataUsage | None] = lambda sql_name: None
+    """A tenant's bytes and sessions by its PostgreSQL name: measured for a resync pass, else None."""
 
     def __post_init__(self) -> None:
         if self.events is None:

@@ -49,6 +49,8 @@ class Converged:
     """The spec cannot be rendered on that tier: nothing was applied, `parts` says why."""
     schema: SchemaState = SchemaState()
     """The application's schema: a part of Ready only for a tenant being born."""
+    quota_status: dict | None = None
+    """The ResourceQuota's status as read (hard, used); None when it was not read."""
 
 
 def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None,
@@ -77,8 +79,10 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
     namespace = _step(cond.NAMESPACE_READY, "NamespaceReady",
                       f"namespace {names.tenant_namespace(tenant.name)} with isolation and owner access",
                       lambda: _namespace(ctx, objects["namespace"], apply, fresh))
+    quota_seen: list[dict] = []
     quota = _step(cond.QUOTA_READY, "QuotaApplied", "ResourceQuota and LimitRange from the plan",
-                  lambda: apply(objects["quota"], _prunable_quota(objects["quota"], tenant) if prune else [])
+                  lambda: quota_seen.extend(apply(objects["quota"],
+                                                  _prunable_quota(objects["quota"], tenant) if prune else []))
                   ) if namespace.ok else Condition(cond.QUOTA_READY, False, "WaitingForNamespace",
                                                    "the namespace must exist before its quota")
     # Owners get in, and the tenant gets data, only once the quota bounds what they can do.
@@ -101,7 +105,9 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
         workloads = Condition(cond.WORKLOADS_READY, False, "WaitingForDatabase", "the database is not ready")
     parts.append(workloads)
 
-    return Converged(parts, _outcome(parts, workloads, schema), schema=schema)
+    quota_status = next((body.get("status") or {} for body in quota_seen if body.get("kind") == "ResourceQuota"),
+                        None)
+    return Converged(parts, _outcome(parts, workloads, schema), schema=schema, quota_status=quota_status)
 
 
 def _outcome(parts: list[Condition], workloads: Condition, schema: SchemaState) -> Outcome:
@@ -141,7 +147,7 @@ def plan_for(ctx: Context, tenant: Tenant) -> tuple[TenantPlan | None, Condition
     return plan, None
 
 
-def _step(type_: str, reason: str, message: str, action: Callable[[], None]) -> Condition:
+def _step(type_: str, reason: str, message: str, action: Callable[[], object]) -> Condition:
     try:
         action()
     except ApiException as error:
@@ -158,14 +164,21 @@ def _api_error_message(error: ApiException) -> str:
         return f"{error.status} {error.reason}"
 
 
-def _apply_all(kube: KubeAPI, desired: list[dict], prunable: Iterable[ObjectRef] = (), compare: bool = True) -> None:
+def _apply_all(kube: KubeAPI, desired: list[dict], prunable: Iterable[ObjectRef] = (), compare: bool = True,
+               ) -> list[dict]:
+    """Apply what differs; the objects as read before (their status, for the caller that wants it)."""
+    seen = []
     for manifest in desired:
-        if not compare or needs_apply(manifest, kube.read(ObjectRef.of(manifest))):
+        actual = kube.read(ObjectRef.of(manifest)) if compare else None
+        if actual:
+            seen.append(actual)
+        if not compare or needs_apply(manifest, actual):
             kube.apply(manifest)
     for ref in prunable:
         actual = kube.read(ref)
         if actual and actual["metadata"].get("labels", {}).get(names.LABEL_MANAGED_BY) == names.MANAGED_BY:
             kube.delete(ref)
+    return seen
 
 
 def _prunable_access(tenant: Tenant) -> list[ObjectRef]:

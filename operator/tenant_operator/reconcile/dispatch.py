@@ -52,7 +52,7 @@ def reconcile(ctx: Context, tenant: Tenant, schema_only: bool = False) -> Outcom
     if now == "Ready" and schema.degraded:
         now = "Degraded"  # serving on the version before the one that failed
     report(ctx, tenant, [*parts, *told, summary(parts, tenant, tier)], phase=now, tier=tier,
-           schema_record=schema.record)
+           schema_record=schema.record, quota_status=converged.quota_status)
     return converged.outcome
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
 
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
@@ -19,6 +20,7 @@ from tenant_operator.api.kinds import TENANT
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import metrics, postgres
+from tenant_operator.infra.usage import DataUsage
 from tenant_operator.reconcile.context import Context
 from tenant_operator.reconcile.state import recorded
 
@@ -29,11 +31,12 @@ class Superseded(Exception):
 
 def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, tier: str | None,
            migration_status: dict[str, Any] | None = None, fenced: bool = False,
-           schema_record: dict[str, Any] | None = None) -> Tenant:
+           schema_record: dict[str, Any] | None = None, quota_status: dict[str, Any] | None = None) -> Tenant:
     """Write status only when it differs; post an event per condition that changed.
 
     `fenced` (a migration's writes): only over the tenant's resourceVersion, else Superseded.
     `schema_record`: the application schema's fields of status.database (else kept as they are).
+    `quota_status`: the ResourceQuota's status as just read, for status.usage (else kept as it is).
     """
     current = tenant.status_json()
     merged = cond.merge(current.get("conditions", []), updates, tenant.generation, cond.now())
@@ -52,6 +55,10 @@ def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, t
                               **(recorded(tenant) if schema_record is None else schema_record)}
     if migration_status:
         status["migration"] = migration_status
+    usage = usage_status(current.get("usage"), ctx.usage(names.sql_name(tenant.name)), quota_status)
+    if usage:
+        status["usage"] = usage
+        _track_usage(tenant.name, usage)
     metrics.track_tenant(tenant.name, phase, tier, render.value(tenant.spec.plan))
     if all(current.get(key) == value for key, value in status.items()) and (
             "migration" in status or "migration" not in current):
@@ -75,6 +82,35 @@ def write_status(ctx: Context, tenant: Tenant, status: dict[str, Any], fenced: b
                 from None
         raise
     return tenant.with_status(status, ((written or {}).get("metadata") or {}).get("resourceVersion"))
+
+
+# The quota resources status.usage tells (those the plan sets of them): what a dashboard compares.
+USAGE_RESOURCES = ("pods", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "requests.storage",
+                   "persistentvolumeclaims", "services")
+
+
+def usage_status(current: dict[str, Any] | None, data: DataUsage | None,
+                 quota_status: dict[str, Any] | None) -> dict[str, Any]:
+    """status.usage: what was measured now over what the last resync measured."""
+    usage = dict(current or {})
+    if data is not None:
+        usage.update(databaseBytes=data.bytes, connections=data.connections)
+    if quota_status is not None:
+        hard, used = quota_status.get("hard") or {}, quota_status.get("used") or {}
+        usage["quota"] = {resource: {"used": str(used.get(resource, "0")), "hard": str(hard[resource])}
+                          for resource in USAGE_RESOURCES if resource in hard}
+    return usage
+
+
+def _track_usage(name: str, usage: dict[str, Any]) -> None:
+    ratios = {}
+    for resource, counted in (usage.get("quota") or {}).items():
+        try:
+            hard = parse_quantity(counted["hard"])
+            ratios[resource] = float(parse_quantity(counted["used"]) / hard) if hard else 0.0
+        except (ValueError, ArithmeticError):
+            continue  # a quantity the client library cannot read: no ratio rather than a wrong one
+    metrics.track_usage(name, usage.get("databaseBytes"), usage.get("connections"), ratios)
 
 
 def summary(parts: list[Condition], tenant: Tenant, tier: str) -> Condition:

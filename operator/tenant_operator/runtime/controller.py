@@ -28,7 +28,7 @@ from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
-from tenant_operator.infra import access, connection, events, metrics, shared_database
+from tenant_operator.infra import access, connection, events, metrics, shared_database, usage
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.listing import MAX_AGE_SECONDS, ListedKube
 from tenant_operator.reconcile import shared_app
@@ -77,6 +77,7 @@ class Controller:
     unseen: set[str] | None = None
     credentials: str = ""
     """Which rotation of the shared app's password its workload's pods hold."""
+    _usage: usage.Snapshot | None = None
     """Tenants that existed at start-up and have not come through the watch yet; None before prepare()."""
 
     @classmethod
@@ -319,6 +320,8 @@ class Controller:
 
     def _examine_all(self) -> None:
         self._listing = None  # a new pass lists afresh
+        if self._usage is not None:
+            self._usage.forget()  # and measures afresh
         for name in list(self.tenants):
             self._examine(name)
 
@@ -338,10 +341,21 @@ class Controller:
                          time.monotonic() - started)
             return self._listing
 
+    def _usage_of(self, sql_name: str) -> usage.DataUsage | None:
+        """The pass's measurement of every tenant's bytes and sessions, taken by the first examination."""
+        if self._usage is None:
+            dsn = self.context.settings.admin_dsn()
+            self._usage = usage.Snapshot(lambda: usage.measure(dsn), max_age=MAX_AGE_SECONDS)
+        try:
+            return self._usage.get().get(sql_name)
+        except connection.DatabaseUnavailable:
+            return None  # the tenant's own reconcile tells the outage; its usage stays as last measured
+
     def _reconcile(self, body: dict, examined: bool, schema_turn: bool = False) -> Outcome:
         """In a worker thread: the body typed once, then one reconcile (from the pass's listing if examined)."""
         tenant = Tenant.from_body(body)
-        context = dataclasses.replace(self.context, kube=self._listed()) if examined else self.context
+        context = dataclasses.replace(self.context, kube=self._listed(), usage=self._usage_of) if examined \
+            else self.context
         return reconcile(context, tenant, schema_only=True) if schema_turn else reconcile(context, tenant)
 
     async def _worker(self, may_work: asyncio.Event) -> None:
