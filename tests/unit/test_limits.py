@@ -71,3 +71,17 @@ def test_the_crd_refuses_the_same_with_the_same_words():
         (rule,) = fields[name]["x-kubernetes-validations"]
         assert rule["message"] == message
     assert fields["connectionLimit"]["minimum"] == 1
+
+
+@pytest.mark.parametrize("quantity,expected", [("3Mi", 3 * 1024 * 1024), ("10Gi", 10 * 1024**3), ("500M", 500 * 10**6)])
+def test_max_size_is_a_kubernetes_quantity_of_bytes(quantity, expected):
+    assert limits.max_bytes(plan_limits(maxSize=quantity)) == expected
+
+
+def test_no_max_size_means_no_stop():
+    assert limits.max_bytes(plan_limits()) is None
+
+
+def test_max_size_refuses_what_is_not_a_quantity():
+    with pytest.raises(pydantic.ValidationError, match="quantity"):
+        plan_limits(maxSize="ten gigs")

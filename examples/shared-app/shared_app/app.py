@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from shared_app import notes
@@ -102,6 +103,10 @@ class SharedApp:
         except DatabaseUnavailable as error:
             log.warning("tenant %s: database unavailable (%s)", tenant_label(request.route), error)
             return unavailable("the database is unavailable; retry shortly").response()
+        except psycopg.errors.InsufficientPrivilege as error:
+            # As the tenant, a write refused: it is over its storage limit (the operator stopped its writes).
+            log.warning("tenant %s: write refused (%s)", tenant_label(request.route), str(error).strip())
+            return HttpError(403, "this tenant's data is read-only now (over its storage limit)").response()
         except Exception:
             # Answered here rather than by the server so the request is still logged and counted.
             log.exception("%s %s failed", request.method, request.path)

@@ -18,6 +18,9 @@ DATABASE_READY = "DatabaseReady"
 WORKLOADS_READY = "WorkloadsReady"
 MIGRATING = "Migrating"
 SCHEMA_READY = "SchemaReady"
+STORAGE_EXCEEDED = "StorageExceeded"
+# Conditions whose normal state is False: a first report of them in that state is no news (no event).
+ABNORMAL_WHEN_TRUE = (STORAGE_EXCEEDED,)
 
 PARTS = (NAMESPACE_READY, QUOTA_READY, DATABASE_READY, WORKLOADS_READY)
 

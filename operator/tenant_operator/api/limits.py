@@ -11,9 +11,10 @@ not a tenant that sets out to escape them. CONNECTION LIMIT holds.
 
 from __future__ import annotations
 
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import Field
 
-from tenant_operator.api.fields import SpecModel, _matching
+from tenant_operator.api.fields import Quantity, SpecModel, _matching
 
 DURATION_PATTERN = r"^[0-9]{1,9}(ms|s|min|h|d)$"
 DURATION_MESSAGE = "must be a whole number with a PostgreSQL time unit: ms, s, min, h or d, such as 30s or 500ms"
@@ -51,6 +52,9 @@ class DatabaseLimits(SpecModel):
         default=None, description="Memory a sort or hash may use before spilling to disk, such as 16MB.")
     temp_file_limit: Size | None = Field(  # type: ignore[valid-type]
         default=None, description="Temporary file space a session may use, such as 1GB (the tenant cannot raise it).")
+    max_size: Quantity | None = Field(
+        default=None, description="Bytes the tenant's data may take, such as 10Gi; over it, its writes stop "
+                                  "(reads go on) until it is back under (condition StorageExceeded).")
 
 
 def effective(plan: DatabaseLimits, overrides: DatabaseLimits) -> DatabaseLimits:
@@ -60,6 +64,10 @@ def effective(plan: DatabaseLimits, overrides: DatabaseLimits) -> DatabaseLimits
 
 def connection_limit(limits: DatabaseLimits) -> int:
     return limits.connection_limit or DEFAULT_CONNECTION_LIMIT
+
+
+def max_bytes(limits: DatabaseLimits) -> int | None:
+    return int(parse_quantity(limits.max_size)) if limits.max_size is not None else None
 
 
 def role_settings(limits: DatabaseLimits) -> dict[str, str]:

@@ -44,6 +44,11 @@ def sql_name(tenant_name: str) -> str:
     return "tenant_" + tenant_name.replace("-", "_")
 
 
+def storage_owner(tenant_name: str) -> str:
+    """Who owns the tenant's objects while it is over its maxSize (infra/storage.py); never `tenant_...`."""
+    return "tenancy_owner_" + tenant_name.replace("-", "_")
+
+
 def role_name(tenant_name: str) -> str:
     return sql_name(tenant_name)
 

@@ -42,7 +42,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from tenant_operator.api import limits
-from tenant_operator.api.names import SHARED_APP_ROLE, database_name, role_name, schema_name
+from tenant_operator.api.names import SHARED_APP_ROLE, database_name, role_name, schema_name, storage_owner
 from tenant_operator.infra import sql
 from tenant_operator.infra.connection import admin_session, fetch_one, fetch_row
 
@@ -69,6 +69,8 @@ class EnsureResult:
     """What a call changed, in words fit for a log line; never holds a secret."""
 
     actions: tuple[str, ...] = ()
+    stopped: bool = False
+    """The tenant's objects belong to its storage owner: it is over its maxSize (storage.py)."""
 
     @property
     def changed(self) -> bool:
@@ -118,15 +120,16 @@ def ensure_tenant_data(
     if placement.tier == ISOLATED:
         with admin_session(admin_dsn) as admin:
             actions += _ensure_role(admin, placement, password, connection_limit, login, served, settings or {})
-            actions += _ensure_database(admin, placement.database, placement.role)
+            actions += _ensure_database(admin, placement.database, placement.role, _stop_owner(placement))
     # Roles are cluster-wide: in the shared tier one connection does it all.
     with admin_session(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as data:
         if placement.tier == SHARED:
             actions += _ensure_role(data, placement, password, connection_limit, login, served, settings or {})
-        actions += _ensure_schema(data, placement.schema, placement.role)
+        schema_actions, stopped = _ensure_schema(data, placement.schema, placement.role, _stop_owner(placement))
+        actions += schema_actions
         if placement.tier == ISOLATED:
             actions += _ensure_public_schema_locked(data)
-    return EnsureResult(tuple(actions))
+    return EnsureResult(tuple(actions), stopped)
 
 
 def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
@@ -246,6 +249,8 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
             actions += _revoke_grants_of_others(admin, admin_dsn, placement.role)
             admin.execute(sql.drop_role(placement.role))
             actions.append("dropped role")
+        if fetch_one(admin, sql.role_state(_stop_owner(placement))) is not None:
+            admin.execute(sql.drop_role(_stop_owner(placement)))  # it owned only the data dropped above
     return EnsureResult(tuple(actions))
 
 
@@ -356,14 +361,19 @@ def _role_attributes_ok(state: dict[str, Any], connection_limit: int) -> bool:
     return not any(state[p] for p in powers) and state["rolconnlimit"] == connection_limit
 
 
-def _ensure_database(conn: psycopg.Connection, database: str, owner: str) -> list[str]:
+def _stop_owner(placement: DataPlacement) -> str:
+    return storage_owner(placement.role.removeprefix("tenant_"))
+
+
+def _ensure_database(conn: psycopg.Connection, database: str, owner: str, stop_owner: str) -> list[str]:
+    """`stop_owner` may own it instead while the tenant is over its maxSize (storage.py decides)."""
     actions = []
     state = fetch_one(conn, sql.database_state(database, owner))
     if state is None:
         conn.execute(sql.create_database(database, owner))
         actions.append("created database")
         state = fetch_row(conn, sql.database_state(database, owner))
-    elif state["owner"] != owner:
+    elif state["owner"] not in (owner, stop_owner):
         conn.execute(sql.alter_database_owner(database, owner))
         actions.append("changed database owner")
     if {"CONNECT", "TEMPORARY"} & set(state["public_privileges"]):
@@ -376,21 +386,22 @@ def _ensure_database(conn: psycopg.Connection, database: str, owner: str) -> lis
     return actions
 
 
-def _ensure_schema(conn: psycopg.Connection, schema: str, owner: str) -> list[str]:
+def _ensure_schema(conn: psycopg.Connection, schema: str, owner: str, stop_owner: str) -> tuple[list[str], bool]:
+    """The schema's actions, and whether `stop_owner` holds it (the tenant is over its maxSize)."""
     state = fetch_one(conn, sql.schema_state(schema))
     if state is None:
         conn.execute(sql.create_schema(schema, owner))
         # A new schema gives PUBLIC nothing, unless an admin set default privileges.
         conn.execute(sql.revoke_schema_from_public(schema))
-        return ["created schema"]
+        return ["created schema"], False
     actions = []
-    if state["owner"] != owner:
+    if state["owner"] not in (owner, stop_owner):
         conn.execute(sql.alter_schema_owner(schema, owner))
         actions.append("changed schema owner")
     if state["public_privileges"]:
         conn.execute(sql.revoke_schema_from_public(schema))
         actions.append("revoked schema privileges from PUBLIC")
-    return actions
+    return actions, state["owner"] == stop_owner
 
 
 def _ensure_public_schema_locked(conn: psycopg.Connection) -> list[str]:

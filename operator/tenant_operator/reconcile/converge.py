@@ -27,8 +27,9 @@ from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access as access_
-from tenant_operator.infra import connection, metrics, postgres
+from tenant_operator.infra import connection, metrics, postgres, storage
 from tenant_operator.infra.kube import KubeAPI
+from tenant_operator.reconcile import storage as storage_step
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.schema import SchemaState, ensure_schema
 from tenant_operator.reconcile.state import annotation, available, recorded, secret_password
@@ -51,6 +52,8 @@ class Converged:
     """The application's schema: a part of Ready only for a tenant being born."""
     quota_status: dict | None = None
     """The ResourceQuota's status as read (hard, used); None when it was not read."""
+    storage: Condition | None = None
+    """StorageExceeded: only for a tenant with a maxSize (or one still stopped)."""
 
 
 def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None,
@@ -93,8 +96,15 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
     database, password = _database_step(ctx, tenant, plan, tier, fresh) if namespace.ok and quota.ok else (Condition(
         cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first"), None)
     parts.append(database)
+    placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
+    stored = _storage_step(ctx, tenant, plan, placement) if database.ok else None
     schema = SchemaState(record=recorded(tenant))
-    if with_schema and password is not None and not tenant.spec.suspended:
+    if stored is not None and stored.status == "True":
+        # Its DDL would fail as the tenant, which owns nothing while stopped: the next version waits.
+        schema = SchemaState(condition=Condition(cond.SCHEMA_READY, False, "StorageExceeded",
+                                                 "schema versions wait until the tenant is back under its maxSize"),
+                             record=recorded(tenant))
+    elif with_schema and password is not None and not tenant.spec.suspended:
         schema = ensure_schema(ctx, tenant, plan, postgres.placement(tenant.name, tier, ctx.settings.shared_database),
                                password)
         if schema.part_of_ready and schema.condition is not None:
@@ -107,7 +117,23 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
 
     quota_status = next((body.get("status") or {} for body in quota_seen if body.get("kind") == "ResourceQuota"),
                         None)
-    return Converged(parts, _outcome(parts, workloads, schema), schema=schema, quota_status=quota_status)
+    return Converged(parts, _outcome(parts, workloads, schema), schema=schema, quota_status=quota_status,
+                     storage=stored)
+
+
+def _storage_step(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: postgres.DataPlacement,
+                  ) -> Condition | None:
+    """maxSize, looked at only for a tenant that has one or was stopped (reconcile/storage.py)."""
+    bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
+    told = tenant.status.condition(cond.STORAGE_EXCEEDED)
+    if bounds.max_size is None and told is None:
+        return None
+    try:
+        return storage_step.enforce(ctx, tenant, placement, bounds,
+                                    stopped=storage.stopped(ctx.settings.admin_dsn(), placement))
+    except connection.DatabaseUnavailable as error:
+        return Condition(cond.STORAGE_EXCEEDED, told is not None and told.status == "True", "DatabaseUnavailable",
+                         str(error))
 
 
 def _outcome(parts: list[Condition], workloads: Condition, schema: SchemaState) -> Outcome:

@@ -48,9 +48,11 @@ def reconcile(ctx: Context, tenant: Tenant, schema_only: bool = False) -> Outcom
         return converged.outcome
     parts, schema = converged.parts, converged.schema
     told = [schema.condition] if schema.condition is not None and not schema.part_of_ready else []
+    if converged.storage is not None:
+        told.append(converged.storage)
     now = phase(parts, tenant, tier)
-    if now == "Ready" and schema.degraded:
-        now = "Degraded"  # serving on the version before the one that failed
+    if now == "Ready" and (schema.degraded or (converged.storage is not None and converged.storage.ok)):
+        now = "Degraded"  # serving on the version before the one that failed, or read-only over its maxSize
     report(ctx, tenant, [*parts, *told, summary(parts, tenant, tier)], phase=now, tier=tier,
            schema_record=schema.record, quota_status=converged.quota_status)
     return converged.outcome

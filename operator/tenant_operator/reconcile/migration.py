@@ -41,7 +41,7 @@ from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import connection, faults, fence, metrics, postgres, tierdata
+from tenant_operator.infra import connection, faults, fence, metrics, postgres, storage, tierdata
 from tenant_operator.infra.fence import Authority, Deposed
 from tenant_operator.infra.tenantlock import LockBusy
 from tenant_operator.reconcile.context import Context, Outcome
@@ -212,6 +212,9 @@ class _Move:
     # --- the steps -------------------------------------------------------------------------------
 
     def _prepare(self) -> None:
+        # A tenant over its maxSize moves as it is at rest (owning its objects): the freeze stops its writes
+        # from here, and its new home looks at its size again once it is there.
+        storage.lift(self.admin, self.source)
         actions = tierdata.prepare_target(self.admin, self.tenant.name, self.target)
         faults.reached("step:prepare")
         if actions:

@@ -64,7 +64,10 @@ def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, t
             "migration" in status or "migration" not in current):
         return tenant
     written = write_status(ctx, tenant, status, fenced)
+    known = {c["type"] for c in current.get("conditions", [])}
     for changed in cond.transitions(current.get("conditions", []), merged):
+        if changed["type"] in cond.ABNORMAL_WHEN_TRUE and (changed["status"] == "True" or changed["type"] not in known):
+            continue  # told by the step that acted (StorageExceeded: storage.py), not again here
         if changed["type"] == cond.READY or changed["status"] != "True":
             ctx.events.post(written, changed["reason"], f"{changed['type']}: {changed['message']}",
                             warning=cond.deserves_warning(changed))
