@@ -128,8 +128,16 @@ def test_raising_the_plan_lifts_the_stop(kube, tenants, capped_plan):
     with psycopg.connect(url, autocommit=True) as conn:
         assert refused(conn, "INSERT INTO big (payload) VALUES ('x')")
 
+    def usage() -> dict:
+        return (tenants.get(name).get("status") or {}).get("usage") or {}
+
+    wait_for(lambda: usage().get("maxSizeBytes") == 3 * 2**20 and int(usage()["maxSizeShare"].rstrip("%")) >= 100,
+             timeout=60, what="status.usage to show the share of maxSize over 100%")
+
     kube.merge_patch(ObjectRef(TENANT_PLAN, capped_plan), {"spec": {"database": {"limits": {"maxSize": "64Mi"}}}})
     wait_for(lambda: storage_condition(tenants, name).get("reason") == "WithinMaxSize", timeout=60,
              what="the stop lifted by the plan's new maxSize")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO big (payload) VALUES ('x')")
+    wait_for(lambda: usage().get("maxSizeBytes") == 64 * 2**20 and int(usage()["maxSizeShare"].rstrip("%")) < 100,
+             timeout=60, what="status.usage to follow the new maxSize")

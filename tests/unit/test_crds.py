@@ -171,6 +171,7 @@ def test_tenant_names_and_printer_columns(documents):
         "Database": ("string", ".status.database.database", 1),
         "Schema": ("string", ".status.database.schema", 1),
         "Size": ("integer", ".status.usage.databaseBytes", 1),
+        "Of-Max": ("string", ".status.usage.maxSizeShare", 1),
         "Connections": ("integer", ".status.usage.connections", 1),
         "Message": ("string", '.status.conditions[?(@.type=="Ready")].message', 1),
     }

@@ -31,6 +31,17 @@ def test_between_resyncs_the_last_measurement_stays():
     assert usage_status(before, None, QUOTA)["databaseBytes"] == 4096
 
 
+def test_share_of_max_size_follows_the_size_and_the_limit():
+    usage = usage_status(None, DataUsage(bytes=3 * 2**20, connections=0), QUOTA, 4 * 2**20)
+    assert (usage["maxSizeBytes"], usage["maxSizeShare"]) == (4 * 2**20, "75%")
+
+    later = usage_status(usage, DataUsage(bytes=5 * 2**20, connections=0), None)  # limit not known: kept
+    assert later["maxSizeShare"] == "125%"
+
+    dropped = usage_status(later, None, QUOTA, None)  # the plan dropped its maxSize
+    assert "maxSizeBytes" not in dropped and "maxSizeShare" not in dropped
+
+
 def test_per_tenant_series_are_dropped_with_the_tenant():
     metrics.track_usage("gone-soon", 1024, 2, {"pods": 0.25, "requests.cpu": 0.5})
     assert REGISTRY.get_sample_value("tenant_database_bytes", {"tenant": "gone-soon"}) == 1024

@@ -273,6 +273,7 @@ TENANT_COLUMNS: list[dict[str, Any]] = [
     {"name": "Database", "type": "string", "jsonPath": ".status.database.database", "priority": 1},
     {"name": "Schema", "type": "string", "jsonPath": ".status.database.schema", "priority": 1},
     {"name": "Size", "type": "integer", "jsonPath": ".status.usage.databaseBytes", "priority": 1},
+    {"name": "Of-Max", "type": "string", "jsonPath": ".status.usage.maxSizeShare", "priority": 1},
     {"name": "Connections", "type": "integer", "jsonPath": ".status.usage.connections", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": f"{_READY}.message", "priority": 1},
 ]

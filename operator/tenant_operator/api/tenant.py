@@ -147,6 +147,9 @@ class UsageStatus(StatusModel):
         default=None, ge=0, description="Bytes of its schema's tables with their indexes and TOAST (shared tier), "
                                         "or of its database (isolated tier).")
     connections: int | None = Field(default=None, ge=0, description="Sessions its role had open.")
+    max_size_bytes: int | None = Field(default=None, ge=0, description="Its maxSize in bytes, if it has one.")
+    max_size_share: str | None = Field(default=None, max_length=16,
+                                      description="databaseBytes as a share of maxSizeBytes, such as 42%.")
     quota: dict[str, QuotaUsage] = Field(default={}, max_length=64,
                                          description="used and hard of its ResourceQuota, per resource.")
 

@@ -54,6 +54,8 @@ class Converged:
     """The ResourceQuota's status as read (hard, used); None when it was not read."""
     storage: Condition | None = None
     """StorageExceeded: only for a tenant with a maxSize (or one still stopped)."""
+    max_bytes: int | None = None
+    """Its maxSize in bytes, for status.usage."""
 
 
 def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: bool | None = None,
@@ -117,8 +119,9 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
 
     quota_status = next((body.get("status") or {} for body in quota_seen if body.get("kind") == "ResourceQuota"),
                         None)
+    bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
     return Converged(parts, _outcome(parts, workloads, schema), schema=schema, quota_status=quota_status,
-                     storage=stored)
+                     storage=stored, max_bytes=limits.max_bytes(bounds))
 
 
 def _storage_step(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: postgres.DataPlacement,

@@ -54,7 +54,7 @@ def reconcile(ctx: Context, tenant: Tenant, schema_only: bool = False) -> Outcom
     if now == "Ready" and (schema.degraded or (converged.storage is not None and converged.storage.ok)):
         now = "Degraded"  # serving on the version before the one that failed, or read-only over its maxSize
     report(ctx, tenant, [*parts, *told, summary(parts, tenant, tier)], phase=now, tier=tier,
-           schema_record=schema.record, quota_status=converged.quota_status)
+           schema_record=schema.record, quota_status=converged.quota_status, max_bytes=converged.max_bytes)
     return converged.outcome
 
 

@@ -31,12 +31,15 @@ class Superseded(Exception):
 
 def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, tier: str | None,
            migration_status: dict[str, Any] | None = None, fenced: bool = False,
-           schema_record: dict[str, Any] | None = None, quota_status: dict[str, Any] | None = None) -> Tenant:
+           schema_record: dict[str, Any] | None = None, quota_status: dict[str, Any] | None = None,
+           max_bytes: int | None = -1) -> Tenant:
     """Write status only when it differs; post an event per condition that changed.
 
     `fenced` (a migration's writes): only over the tenant's resourceVersion, else Superseded.
     `schema_record`: the application schema's fields of status.database (else kept as they are).
-    `quota_status`: the ResourceQuota's status as just read, for status.usage (else kept as it is).
+    `quota_status`: the ResourceQuota's status as just read, for status.usage (else kept as it is);
+    `max_bytes`: the tenant's maxSize (None: it has none), for its share in status.usage; -1 (unknown
+    here, as in a migration's or a schema turn's report): as it stands.
     """
     current = tenant.status_json()
     merged = cond.merge(current.get("conditions", []), updates, tenant.generation, cond.now())
@@ -55,7 +58,7 @@ def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, t
                               **(recorded(tenant) if schema_record is None else schema_record)}
     if migration_status:
         status["migration"] = migration_status
-    usage = usage_status(current.get("usage"), ctx.usage(names.sql_name(tenant.name)), quota_status)
+    usage = usage_status(current.get("usage"), ctx.usage(names.sql_name(tenant.name)), quota_status, max_bytes)
     if usage:
         status["usage"] = usage
         _track_usage(tenant.name, usage)
@@ -92,12 +95,25 @@ USAGE_RESOURCES = ("pods", "requests.cpu", "requests.memory", "limits.cpu", "lim
                    "persistentvolumeclaims", "services")
 
 
+_UNCHANGED = -1
+
+
 def usage_status(current: dict[str, Any] | None, data: DataUsage | None,
-                 quota_status: dict[str, Any] | None) -> dict[str, Any]:
-    """status.usage: what was measured now over what the last resync measured."""
+                 quota_status: dict[str, Any] | None, max_bytes: int | None = _UNCHANGED) -> dict[str, Any]:
+    """status.usage: what was measured now over what the last resync measured.
+
+    `max_bytes`: the maxSize now (None: the tenant has none), or _UNCHANGED (not known here).
+    """
     usage = dict(current or {})
     if data is not None:
         usage.update(databaseBytes=data.bytes, connections=data.connections)
+    if max_bytes != _UNCHANGED:
+        usage.pop("maxSizeBytes", None)
+        usage.pop("maxSizeShare", None)
+        if max_bytes:
+            usage["maxSizeBytes"] = max_bytes
+    if usage.get("maxSizeBytes") and usage.get("databaseBytes") is not None:
+        usage["maxSizeShare"] = f"{100 * usage['databaseBytes'] // usage['maxSizeBytes']}%"
     if quota_status is not None:
         hard, used = quota_status.get("hard") or {}, quota_status.get("used") or {}
         usage["quota"] = {resource: {"used": str(used.get(resource, "0")), "hard": str(hard[resource])}
