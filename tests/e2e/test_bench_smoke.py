@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("schema_rollout.py", ["--tenants", "4", "--rows", "100"],
      ["floor_s", "floor_with_status_s", "operator_s", "ratio", "ratio_with_status"]),
     ("shared_app.py", ["--seconds", "1", "--clients", "2"], ["requests", "errors", "rps", "p50_ms", "p99_ms"]),
+    ("noisy_neighbour.py", ["--seconds", "1", "--heavy", "2"], ["b_queries", "b_p50_ms", "b_p99_ms", "a_done"]),
 ])
 def test_benchmark_runs_and_reports_its_figures(script, args, figures, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
