@@ -257,6 +257,13 @@ def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_ku
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], "shared-app-db", SHARED_NAMESPACE)
     deployment_ref = ObjectRef(KINDS[("apps/v1", "Deployment")], "shared-web", SHARED_NAMESPACE)
     request = f"r-{secrets.token_hex(3)}"
+
+    def digest() -> str | None:
+        template = fault_kube.read(deployment_ref)["spec"]["template"]
+        return (template["metadata"].get("annotations") or {}).get("tenancy.dev/credentials-digest")
+
+    before = digest()
+    assert before
     fault_kube.merge_patch(secret_ref, {"metadata": {"annotations": {"tenancy.dev/rotate-password": request}}})
 
     def rotated() -> str | None:
@@ -270,8 +277,16 @@ def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_ku
         assert conn.execute("SELECT current_user").fetchone() == ("tenancy_shared_app",)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(app_url, connect_timeout=5).close()
-    wait_for(lambda: (fault_kube.read(deployment_ref)["spec"]["template"]["metadata"].get("annotations") or {})
-             .get("tenancy.dev/rotated-for") == request, timeout=30, what="shared-web's pods to roll")
+    wait_for(lambda: digest() != before, timeout=30, what="shared-web's pods to roll")
+
+    # A Secret lost is made again with a new password, and the pods roll to it as well.
+    rolled = digest()
+    fault_kube.delete(secret_ref)
+    again = wait_for(lambda: fault_kube.read(secret_ref), timeout=60, what="the Secret made again")
+    remade = base64.b64decode(again["data"]["DATABASE_URL"]).decode()
+    with psycopg.connect(remade, autocommit=True) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("tenancy_shared_app",)
+    wait_for(lambda: digest() != rolled, timeout=30, what="shared-web's pods to roll to the new Secret")
 
 
 def test_deleted_tenant_leaves_the_app_no_way_in(fault_kube, fault_tenants, plan, app_url, postgres, launch):

@@ -141,3 +141,35 @@ def test_raising_the_plan_lifts_the_stop(kube, tenants, capped_plan):
         conn.execute("INSERT INTO big (payload) VALUES ('x')")
     wait_for(lambda: usage().get("maxSizeBytes") == 64 * 2**20 and int(usage()["maxSizeShare"].rstrip("%")) < 100,
              timeout=60, what="status.usage to follow the new maxSize")
+
+
+def test_isolated_tenant_over_max_size_cannot_write_even_in_a_schema_of_its_own(kube, tenants, plans):
+    name = f"capped-iso-{secrets.token_hex(3)}"
+    spec = copy.deepcopy(plans["professional"]["spec"])
+    spec["database"] = {"limits": {"maxSize": "12Mi"}}
+    kube.create(TENANT_PLAN.collection_path(), {"apiVersion": "tenancy.dev/v1alpha1", "kind": "TenantPlan",
+                                                "metadata": {"name": name}, "spec": spec})
+    try:
+        tenants.create(name, plan=name, tier="isolated")
+        tenants.wait_ready(name, timeout=120)
+        url = tenant_secret(kube, name)["DATABASE_URL"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE big (id bigserial PRIMARY KEY, payload text NOT NULL)")
+            conn.execute(FILL, [6000])
+        wait_for(lambda: storage_condition(tenants, name).get("status") == "True", timeout=60,
+                 what="the isolated tenant's stop over 12Mi (its whole database counts)")
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 6000
+            for statement in ("INSERT INTO big (payload) VALUES ('x')", "CREATE SCHEMA elsewhere",
+                              "CREATE TABLE public.planted (id int)", "CREATE TABLE more (id int)"):
+                assert refused(conn, statement), f"{statement!r} was allowed over maxSize"
+            conn.execute("TRUNCATE big")
+        wait_for(lambda: storage_condition(tenants, name).get("reason") == "WithinMaxSize", timeout=60,
+                 what="writes back after TRUNCATE")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO big (payload) VALUES ('back')")
+            conn.execute("CREATE SCHEMA mine")  # it owns its database again
+    finally:
+        tenants.delete(name)
+        tenants.wait_gone(name, timeout=120)
+        kube.delete(ObjectRef(TENANT_PLAN, name))

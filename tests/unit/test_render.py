@@ -589,14 +589,14 @@ def test_route_entry_holds_nothing_secret():
 
 
 def test_shared_workload_logs_in_as_the_app_role_and_rolls_on_rotation():
-    docs = render.shared_infrastructure(SETTINGS, credentials="r2")
+    docs = render.shared_infrastructure(SETTINGS, credentials="0123abcd")
     (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     env = {item["name"]: item for item in container["env"]}
 
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "shared-app-db", "key": "DATABASE_URL"}
-    assert pod["metadata"]["annotations"]["tenancy.dev/rotated-for"] == "r2"
+    assert pod["metadata"]["annotations"]["tenancy.dev/credentials-digest"] == "0123abcd"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
 

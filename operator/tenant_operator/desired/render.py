@@ -338,8 +338,8 @@ def isolated_workloads(tenant, plan, settings: Settings) -> list[dict]:
 def shared_infrastructure(settings: Settings, credentials: str = "") -> list[dict]:
     """The shared namespace, routing ConfigMap and workload (its Secret is shared_app_secret's).
 
-    `credentials`: which rotation of the app role's password the workload's pods must hold:
-    a new one rolls them, since a Secret read into the environment is read only at start.
+    `credentials`: a digest of the app role's password the workload's pods must hold: a new
+    one rolls them, since a Secret read into the environment is read only at start.
     """
     labels = _shared_labels()
     namespace_doc = {"apiVersion": "v1", "kind": "Namespace",

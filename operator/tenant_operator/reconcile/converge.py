@@ -27,7 +27,7 @@ from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import access as access_
-from tenant_operator.infra import connection, metrics, postgres, storage
+from tenant_operator.infra import connection, metrics, postgres
 from tenant_operator.infra.kube import KubeAPI
 from tenant_operator.reconcile import storage as storage_step
 from tenant_operator.reconcile.context import Context, Outcome
@@ -95,11 +95,12 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
         namespace = _step(cond.NAMESPACE_READY, "NamespaceReady", namespace.message,
                           lambda: apply(objects["access"], _prunable_access(tenant) if prune else []))
     parts = [namespace, quota]
-    database, password = _database_step(ctx, tenant, plan, tier, fresh) if namespace.ok and quota.ok else (Condition(
-        cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first"), None)
+    step = _database_step(ctx, tenant, plan, tier, fresh) if namespace.ok and quota.ok else _DatabaseStep(Condition(
+        cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first"))
+    database, password = step.condition, step.password
     parts.append(database)
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
-    stored = _storage_step(ctx, tenant, plan, placement) if database.ok else None
+    stored = _storage_step(ctx, tenant, plan, placement, step.stopped) if database.ok else None
     schema = SchemaState(record=recorded(tenant))
     if stored is not None and stored.status == "True":
         # Its DDL would fail as the tenant, which owns nothing while stopped: the next version waits.
@@ -125,15 +126,17 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
 
 
 def _storage_step(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: postgres.DataPlacement,
-                  ) -> Condition | None:
-    """maxSize, looked at only for a tenant that has one or was stopped (reconcile/storage.py)."""
+                  stopped: bool) -> Condition | None:
+    """maxSize, looked at only for a tenant that has one or is stopped (reconcile/storage.py).
+
+    `stopped` as the data step found it: retained data adopted by a new Tenant may still be.
+    """
     bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
     told = tenant.status.condition(cond.STORAGE_EXCEEDED)
-    if bounds.max_size is None and told is None:
+    if bounds.max_size is None and not stopped:
         return None
     try:
-        return storage_step.enforce(ctx, tenant, placement, bounds,
-                                    stopped=storage.stopped(ctx.settings.admin_dsn(), placement))
+        return storage_step.enforce(ctx, tenant, placement, bounds, stopped=stopped)
     except connection.DatabaseUnavailable as error:
         return Condition(cond.STORAGE_EXCEEDED, told is not None and told.status == "True", "DatabaseUnavailable",
                          str(error))
@@ -229,7 +232,7 @@ def _prunable_quota(desired: list[dict], tenant: Tenant) -> list[ObjectRef]:
 
 
 def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, fresh: bool = False,
-                   ) -> tuple[Condition, str | None]:
+                   ) -> _DatabaseStep:
     """The data, its Secret and route; the condition, and the role's password once all is in place."""
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME, names.tenant_namespace(tenant.name))
@@ -257,18 +260,27 @@ def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, fr
             ctx.events.post(tenant, "PasswordRotated", f"new password for role {placement.role}")
         _ensure_route(ctx, tenant, tier, placement, known_absent=fresh)
     except connection.DatabaseUnavailable as error:
-        return Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error)), None
+        return _DatabaseStep(Condition(cond.DATABASE_READY, False, "DatabaseUnavailable", str(error)))
     except psycopg.errors.InvalidParameterValue as error:
         # A limit the CRD's pattern let through but the server refuses (work_mem below 64kB, say).
-        return Condition(cond.DATABASE_READY, False, "InvalidDatabaseLimits",
-                         f"PostgreSQL refused a database limit of plan {plan.name} or the tenant's "
-                         f"databaseOverrides: {' '.join(str(error).split())}"), None
+        return _DatabaseStep(Condition(cond.DATABASE_READY, False, "InvalidDatabaseLimits",
+                                       f"PostgreSQL refused a database limit of plan {plan.name} or the tenant's "
+                                       f"databaseOverrides: {' '.join(str(error).split())}"))
     except ApiException as error:
-        return Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error)), None
+        return _DatabaseStep(Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error)))
     ctx.passwords.put(tenant.name, result.password)
     where = f"schema {placement.schema} in database {placement.database}"
-    return Condition(cond.DATABASE_READY, True, "DatabaseReady",
-                     f"{where}; credentials in Secret {secret_ref.name}"), result.password
+    return _DatabaseStep(Condition(cond.DATABASE_READY, True, "DatabaseReady",
+                                   f"{where}; credentials in Secret {secret_ref.name}"), result.password,
+                         result.stopped)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatabaseStep:
+    condition: Condition
+    password: str | None = None
+    """The role's password once all is in place."""
+    stopped: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +288,8 @@ class _Ensured:
     actions: tuple[str, ...]
     password: str
     """The role's password, for the Secret: the one it held, or a new one."""
+    stopped: bool = False
+    """Its objects belong to its storage owner: over its maxSize when last looked at."""
 
     @property
     def changed(self) -> bool:
@@ -290,21 +304,22 @@ def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str 
     it gets a new password and its login back, its data stays as it was. The shared
     app may act as the tenant exactly while it may log in (and lives on the shared tier).
     """
-    def ensure(new_password: str | None) -> tuple[str, ...]:
-        return postgres.ensure_tenant_data(ctx.settings.admin_dsn(), placement, new_password, login=login,
-                                           served=login, connection_limit=limits.connection_limit(bounds),
-                                           settings=limits.role_settings(bounds)).actions
+    def ensure(new_password: str | None, kept: str) -> _Ensured:
+        result = postgres.ensure_tenant_data(ctx.settings.admin_dsn(), placement, new_password, login=login,
+                                             served=login, connection_limit=limits.connection_limit(bounds),
+                                             settings=limits.role_settings(bounds))
+        return _Ensured(result.actions, kept, result.stopped)
 
     if password is None:
         fresh = postgres.new_password()
-        ensured = _Ensured(ensure(fresh), fresh)
+        ensured = ensure(fresh, fresh)
     else:
         try:
-            ensured = _Ensured(ensure(None), password)
+            ensured = ensure(None, password)
         except ValueError:
             # The role is gone but its Secret is not (a restored or wiped server): recreate it
             # with the password the tenant's workloads already hold.
-            ensured = _Ensured(ensure(password), password)
+            ensured = ensure(password, password)
     metrics.count_write("postgres", len(ensured.actions))
     return ensured
 

@@ -11,6 +11,7 @@ CHECK_SECONDS after, by the leader.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from tenant_operator.api import names
@@ -27,7 +28,11 @@ CHECK_SECONDS = 10.0
 
 
 def ensure_credentials(kube: KubeAPI, settings: Settings) -> str:
-    """Role and Secret as they must be; the rotation the shared workload's pods must hold ("" before any)."""
+    """Role and Secret as they must be; a digest of the password the shared workload's pods must hold.
+
+    The digest (of SHA-256, not the password) goes into the pods' template: whenever the
+    password changes, by a rotation or because the Secret was lost and made again, the pods roll.
+    """
     ref = render.shared_app_secret_ref(settings)
     secret = kube.read(ref)
     password = secret_password(secret)
@@ -47,4 +52,4 @@ def ensure_credentials(kube: KubeAPI, settings: Settings) -> str:
         kube.apply(desired)
     if rotating:
         log.info("shared app role: new password (rotation %r); the shared workload's pods roll", requested)
-    return rotation or ""
+    return hashlib.sha256(password.encode()).hexdigest()[:16]

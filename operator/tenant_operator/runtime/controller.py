@@ -76,7 +76,7 @@ class Controller:
     _listing_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     unseen: set[str] | None = None
     credentials: str = ""
-    """Which rotation of the shared app's password its workload's pods hold."""
+    """A digest of the shared app's password its workload's pods hold."""
     _usage: usage.Snapshot | None = None
     """Tenants that existed at start-up and have not come through the watch yet; None before prepare()."""
 
