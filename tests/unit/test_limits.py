@@ -45,7 +45,8 @@ def test_tenant_overrides_replace_only_what_they_set():
 
 @pytest.mark.parametrize("field,value,message", [
     ("statementTimeout", "30 seconds", "PostgreSQL time unit"),
-    ("statementTimeout", "1.5s", "PostgreSQL time unit"),
+    ("statementTimeout", "1.5.0s", "PostgreSQL time unit"),
+    ("statementTimeout", "30sec", "PostgreSQL time unit"),
     ("lockTimeout", "-1s", "PostgreSQL time unit"),
     ("workMem", "16Mi", "PostgreSQL memory unit"),
     ("tempFileLimit", "1gb", "PostgreSQL memory unit"),
@@ -85,3 +86,9 @@ def test_no_max_size_means_no_stop():
 def test_max_size_refuses_what_is_not_a_quantity():
     with pytest.raises(pydantic.ValidationError, match="quantity"):
         plan_limits(maxSize="ten gigs")
+
+
+@pytest.mark.parametrize("field,value", [("statementTimeout", "0"), ("statementTimeout", "1.5s"),
+                                         ("lockTimeout", "250"), ("workMem", "4096"), ("tempFileLimit", "1GB")])
+def test_what_postgres_accepts_is_accepted(field, value):
+    assert limits.role_settings(plan_limits(**{field: value}))

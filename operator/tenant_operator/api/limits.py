@@ -16,10 +16,12 @@ from pydantic import Field
 
 from tenant_operator.api.fields import Quantity, SpecModel, _matching
 
-DURATION_PATTERN = r"^[0-9]{1,9}(ms|s|min|h|d)$"
-DURATION_MESSAGE = "must be a whole number with a PostgreSQL time unit: ms, s, min, h or d, such as 30s or 500ms"
-SIZE_PATTERN = r"^[0-9]{1,9}(kB|MB|GB|TB)$"
-SIZE_MESSAGE = "must be a whole number with a PostgreSQL memory unit: kB, MB, GB or TB, such as 64MB"
+DURATION_PATTERN = r"^[0-9]{1,9}([.][0-9]{1,3})?(us|ms|s|min|h|d)?$"
+DURATION_MESSAGE = ("must be a number with a PostgreSQL time unit (us, ms, s, min, h or d; none means "
+                    "milliseconds), such as 30s, 1.5s or 500ms; 0 turns the limit off")
+SIZE_PATTERN = r"^[0-9]{1,9}(B|kB|MB|GB|TB)?$"
+SIZE_MESSAGE = ("must be a whole number with a PostgreSQL memory unit (B, kB, MB, GB or TB; none means kB), "
+                "such as 64MB")
 
 Duration = _matching(DURATION_PATTERN, DURATION_MESSAGE, 16)
 Size = _matching(SIZE_PATTERN, SIZE_MESSAGE, 16)
