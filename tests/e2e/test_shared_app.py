@@ -94,8 +94,10 @@ def _role(name: str) -> str:
 
 
 def _members_of_app(admin: psycopg.Connection) -> set[str]:
+    """The tenant roles the shared app role of this test's shared database may act as."""
     rows = admin.execute("SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
-                         " JOIN pg_roles a ON a.oid = m.member WHERE a.rolname = 'tenancy_shared_app'").fetchall()
+                         " JOIN pg_roles a ON a.oid = m.member WHERE a.rolname = 'tenancy_app_' || current_database()"
+                         ).fetchall()
     return {row[0] for row in rows}
 
 
@@ -110,7 +112,8 @@ def test_app_role_reaches_tenant_data_only_by_set_role(fault_kube, fault_tenants
     admin_dsn = make_conninfo(postgres.url(), dbname=launch.shared_database)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         attributes = admin.execute("SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolbypassrls,"
-                                   " rolcanlogin FROM pg_roles WHERE rolname = 'tenancy_shared_app'").fetchone()
+                                   " rolcanlogin FROM pg_roles WHERE rolname = 'tenancy_app_' || current_database()"
+                                   ).fetchone()
         assert attributes == (False, False, False, False, False, True)
         assert {_role(a), _role(b)} <= _members_of_app(admin)
 
@@ -274,7 +277,7 @@ def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_ku
     new_url = wait_for(rotated, timeout=60, what="the shared app's password to be rotated")
     assert new_url != app_url
     with psycopg.connect(new_url, autocommit=True) as conn:
-        assert conn.execute("SELECT current_user").fetchone() == ("tenancy_shared_app",)
+        assert conn.execute("SELECT current_user = 'tenancy_app_' || current_database()").fetchone() == (True,)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(app_url, connect_timeout=5).close()
     wait_for(lambda: digest() != before, timeout=30, what="shared-web's pods to roll")
@@ -285,7 +288,7 @@ def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_ku
     again = wait_for(lambda: fault_kube.read(secret_ref), timeout=60, what="the Secret made again")
     remade = base64.b64decode(again["data"]["DATABASE_URL"]).decode()
     with psycopg.connect(remade, autocommit=True) as conn:
-        assert conn.execute("SELECT current_user").fetchone() == ("tenancy_shared_app",)
+        assert conn.execute("SELECT current_user = 'tenancy_app_' || current_database()").fetchone() == (True,)
     wait_for(lambda: digest() != rolled, timeout=30, what="shared-web's pods to roll to the new Secret")
 
 

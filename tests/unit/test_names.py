@@ -90,3 +90,13 @@ def test_distinct_tenants_never_share_a_namespace_or_sql_name(pair):
 
     assert names.tenant_namespace(first) != names.tenant_namespace(second)
     assert names.sql_name(first) != names.sql_name(second)
+
+
+def test_shared_app_role_is_one_per_shared_database_and_never_a_tenants():
+    from tenant_operator.api.names import shared_app_role
+
+    assert shared_app_role("tenants") == "tenancy_app_tenants"
+    assert shared_app_role("tenants") != shared_app_role("tenants_eu")
+    long = shared_app_role("d" * 63)
+    assert len(long.encode()) <= 63 and long != shared_app_role("d" * 62 + "e")
+    assert not shared_app_role("x").startswith("tenant_")

@@ -604,8 +604,8 @@ def test_shared_app_secret_holds_the_login_and_no_more():
     secret = render.shared_app_secret(SETTINGS, "db.example", 5432, "p@ss/word", "r1")
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
-    assert data["user"] == "tenancy_shared_app"
-    assert data["DATABASE_URL"] == "postgresql://tenancy_shared_app:p%40ss%2Fword@db.example:5432/tenants"
+    assert data["user"] == "tenancy_app_tenants"
+    assert data["DATABASE_URL"] == "postgresql://tenancy_app_tenants:p%40ss%2Fword@db.example:5432/tenants"
     assert secret["metadata"]["namespace"] == SETTINGS.shared_namespace
     assert secret["metadata"]["annotations"] == {"tenancy.dev/rotated-for": "r1"}
 

@@ -6,6 +6,8 @@ underscores, which Kubernetes names cannot hold, so the mapping is one to one)
 is a valid PostgreSQL identifier with room left for a quarantine suffix.
 """
 
+import hashlib
+
 GROUP = "tenancy.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -25,8 +27,7 @@ TENANT_NAME_PATTERN = r"^[a-z]([a-z0-9-]*[a-z0-9])?$"
 DB_SECRET_NAME = "tenant-db"
 OWNER_CLUSTER_ROLE = "tenancy-tenant-owner"
 """Owners' rights in their namespace: rbac/tenant-owner-clusterrole.yaml, installed with the operator."""
-SHARED_APP_ROLE = "tenancy_shared_app"
-"""The shared workload's login: a member of each served shared tenant's role, nothing of its own (never `tenant_`)."""
+SHARED_APP_ROLE_PREFIX = "tenancy_app_"
 SHARED_APP_SECRET = "shared-app-db"
 """Its credentials, in the shared namespace, mounted by the shared workload."""
 ROTATED_FOR_ANNOTATION = f"{GROUP}/rotated-for"
@@ -42,6 +43,20 @@ def tenant_namespace(tenant_name: str) -> str:
 def sql_name(tenant_name: str) -> str:
     """The one PostgreSQL identifier of a tenant: its role, schema and (isolated) database."""
     return "tenant_" + tenant_name.replace("-", "_")
+
+
+def shared_app_role(shared_database: str) -> str:
+    """The shared workload's login for one shared database: a member of each served shared tenant's role.
+
+    One per shared database, not per server: two installs sharing a server must not share (and
+    keep resetting) one password. Never `tenant_...`; a long database name is cut and hashed
+    so the name stays one PostgreSQL identifier.
+    """
+    name = SHARED_APP_ROLE_PREFIX + shared_database
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha256(shared_database.encode()).hexdigest()[:8]
+    return f"{SHARED_APP_ROLE_PREFIX}{shared_database.encode()[:40].decode(errors='ignore')}_{digest}"
 
 
 def storage_owner(tenant_name: str) -> str:

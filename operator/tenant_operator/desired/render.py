@@ -212,7 +212,7 @@ def database_secret(tenant, host: str, port: int, database: str, schema: str, pa
 
 def shared_app_secret(settings: Settings, host: str, port: int, password: str, rotation: str | None) -> dict:
     """The shared workload's credentials: the app role's login on the shared database (shared_app.py)."""
-    user, database = names.SHARED_APP_ROLE, settings.shared_database
+    user, database = names.shared_app_role(settings.shared_database), settings.shared_database
     fields = {"host": host, "port": str(port), "database": database, "user": user, "password": password,
               "DATABASE_URL": database_url(host, port, database, user, password)}
     metadata: dict[str, Any] = {"name": names.SHARED_APP_SECRET, "namespace": settings.shared_namespace,

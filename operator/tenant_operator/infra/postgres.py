@@ -42,8 +42,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from tenant_operator.api import limits
-from tenant_operator.api.names import SHARED_APP_ROLE, database_name, role_name, schema_name, storage_owner
-from tenant_operator.infra import sql
+from tenant_operator.api.names import database_name, role_name, schema_name, storage_owner
+from tenant_operator.infra import role_grants, sql
 from tenant_operator.infra.connection import admin_session, fetch_one, fetch_row
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
     Returns whether the LOGIN attribute changed.
     """
     with admin_session(admin_dsn) as conn:
-        state = fetch_one(conn, sql.role_state(role, member=SHARED_APP_ROLE))
+        state = fetch_one(conn, sql.role_state(role, member=role_grants.app_role(conn)))
         if state is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
         changed = state["rolcanlogin"] != enabled
@@ -147,22 +147,9 @@ def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
         if not enabled:
             # NOLOGIN only stops new sessions; a suspended tenant keeps none, nor does the shared app.
             conn.execute(*sql.terminate_sessions(role))
-            changed = bool(_cut_shared_app(conn, role, state)) or changed
+            changed = bool(role_grants.cut_shared_app(conn, role, state)) or changed
         return changed
 
-
-def _cut_shared_app(conn: psycopg.Connection, role: str, state: dict[str, Any]) -> list[str]:
-    """The shared app may no longer act as the tenant: its membership goes, and so do its sessions.
-
-    NOLOGIN does not stop SET ROLE by a member, and a session that already did SET ROLE
-    keeps acting as the tenant until it ends. PostgreSQL does not show which role another
-    session acts as, so every session of the app role ends; its pool opens new ones.
-    """
-    if not state["is_member"]:
-        return []
-    conn.execute(sql.revoke_membership(role, SHARED_APP_ROLE))
-    conn.execute(*sql.terminate_sessions(SHARED_APP_ROLE))
-    return ["shared app may no longer act as the tenant"]
 
 
 class StillConnected(Exception):
@@ -229,13 +216,13 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
     """
     actions: list[str] = []
     with admin_session(admin_dsn) as admin:
-        state = fetch_one(admin, sql.role_state(placement.role, member=SHARED_APP_ROLE))
+        state = fetch_one(admin, sql.role_state(placement.role, member=role_grants.app_role(admin)))
         role_exists = state is not None
         if state is not None:
             # Block new sessions, then end the open ones: they hold locks DROP waits for.
             admin.execute(sql.alter_role_login(placement.role, False))
             admin.execute(*sql.terminate_sessions(placement.role))
-            actions += _cut_shared_app(admin, placement.role, state)
+            actions += role_grants.cut_shared_app(admin, placement.role, state)
         if placement.tier == ISOLATED:
             if fetch_one(admin, sql.database_state(placement.database)) is not None:
                 admin.execute(sql.drop_database(placement.database))
@@ -293,7 +280,7 @@ def _ensure_role(
     login: bool | None = None, served: bool | None = None, settings: dict[str, str] | None = None,
 ) -> list[str]:
     role = placement.role
-    state = fetch_one(conn, sql.role_state(role, placement.schema, SHARED_APP_ROLE))
+    state = fetch_one(conn, sql.role_state(role, placement.schema, role_grants.app_role(conn)))
     actions = []
     if state is None:
         if password is None:
@@ -320,40 +307,10 @@ def _ensure_role(
     if placement.tier == SHARED and (state is None or not state["connect_granted"]):
         conn.execute(sql.grant_connect(placement.database, role))
         actions.append("granted CONNECT on shared database")
-    actions += _ensure_role_settings(conn, role, state, settings or {})
+    actions += role_grants.ensure_role_settings(conn, role, state, settings or {})
     if served is not None:
-        actions += _serve_by_shared_app(conn, role, state, served and placement.tier == SHARED)
+        actions += role_grants.serve_by_shared_app(conn, role, state, served and placement.tier == SHARED)
     return actions
-
-
-def _ensure_role_settings(conn: psycopg.Connection, role: str, state: dict[str, Any] | None,
-                          wanted: dict[str, str]) -> list[str]:
-    """The plan's limits as the role's defaults; a limit no longer in the plan goes back to the server's."""
-    current = {}
-    for entry in (state or {}).get("rolconfig") or []:
-        parameter, _, value = entry.partition("=")
-        if parameter in limits.ROLE_SETTINGS.values():
-            current[parameter] = value
-    actions = []
-    for parameter in sorted(set(current) | set(wanted)):
-        if parameter not in wanted:
-            conn.execute(sql.alter_role_reset(role, parameter))
-            actions.append(f"reset {parameter}")
-        elif current.get(parameter) != wanted[parameter]:
-            conn.execute(sql.alter_role_set(role, parameter, wanted[parameter]))
-            actions.append(f"set {parameter} to {wanted[parameter]}")
-    return actions
-
-
-def _serve_by_shared_app(conn: psycopg.Connection, role: str, state: dict[str, Any] | None, served: bool) -> list[str]:
-    if state is None:  # created just now: a member of nothing, looked at again
-        state = fetch_row(conn, sql.role_state(role, member=SHARED_APP_ROLE))
-    if not served:
-        return _cut_shared_app(conn, role, state)
-    if state["is_member"] or not state["member_exists"]:
-        return []  # no app role (yet): the operator creates it at start-up, then every tenant is looked at
-    conn.execute(sql.grant_membership(role, SHARED_APP_ROLE))
-    return ["shared app may act as the tenant"]
 
 
 def _role_attributes_ok(state: dict[str, Any], connection_limit: int) -> bool:

@@ -1,6 +1,6 @@
 """The shared workload's own login: it reaches a tenant's data only by SET ROLE to that tenant.
 
-One role per shared database's server (names.SHARED_APP_ROLE): LOGIN NOINHERIT,
+One role per shared database (names.shared_app_role): LOGIN NOINHERIT,
 CONNECT on the shared database, no privilege of its own on any tenant's data.
 It is a member of each shared tenant's role while that tenant is served (Ready,
 not suspended, not frozen for a move), so `SET ROLE tenant_x` is the only way in,
@@ -17,7 +17,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from tenant_operator.api.names import SHARED_APP_ROLE
+from tenant_operator.api.names import shared_app_role
 from tenant_operator.infra import sql
 from tenant_operator.infra.connection import admin_session, fetch_one
 from tenant_operator.infra.postgres import EnsureResult, scram_verifier
@@ -31,22 +31,23 @@ def ensure_app_role(shared_dsn: str, password: str) -> EnsureResult:
     """The app role as it must be, with `password`; `shared_dsn` is the admin's, on the shared database."""
     actions: list[str] = []
     with admin_session(shared_dsn) as conn:
-        state = fetch_one(conn, sql.role_state(SHARED_APP_ROLE))
         database = conn.info.dbname
+        app = shared_app_role(database)
+        state = fetch_one(conn, sql.role_state(app))
         if state is None:
-            conn.execute(sql.create_login_role(SHARED_APP_ROLE, scram_verifier(conn, SHARED_APP_ROLE, password),
+            conn.execute(sql.create_login_role(app, scram_verifier(conn, app, password),
                                                CONNECTION_LIMIT))
             actions.append("created the shared app role")
         else:
             if _attributes_wrong(state):
-                conn.execute(sql.alter_role_attributes(SHARED_APP_ROLE, CONNECTION_LIMIT))
-                conn.execute(sql.alter_role_login(SHARED_APP_ROLE, True))
+                conn.execute(sql.alter_role_attributes(app, CONNECTION_LIMIT))
+                conn.execute(sql.alter_role_login(app, True))
                 actions.append("reset the shared app role's attributes")
         if state is None or not state["connect_granted"]:
-            conn.execute(sql.grant_connect(database, SHARED_APP_ROLE))
+            conn.execute(sql.grant_connect(database, app))
             actions.append("granted CONNECT on the shared database to the shared app role")
-        if state is not None and not _logs_in(shared_dsn, password):
-            conn.execute(sql.alter_role_password(SHARED_APP_ROLE, scram_verifier(conn, SHARED_APP_ROLE, password)))
+        if state is not None and not _logs_in(shared_dsn, app, password):
+            conn.execute(sql.alter_role_password(app, scram_verifier(conn, app, password)))
             actions.append("set the shared app role's password")
     return EnsureResult(tuple(actions))
 
@@ -57,9 +58,9 @@ def _attributes_wrong(state: dict) -> bool:
             or state["rolconnlimit"] != CONNECTION_LIMIT)
 
 
-def _logs_in(shared_dsn: str, password: str) -> bool:
+def _logs_in(shared_dsn: str, app: str, password: str) -> bool:
     """Whether the role takes this password: what the shared workload will try."""
-    dsn = make_conninfo(shared_dsn, user=SHARED_APP_ROLE, password=password, connect_timeout=LOGIN_TIMEOUT,
+    dsn = make_conninfo(shared_dsn, user=app, password=password, connect_timeout=LOGIN_TIMEOUT,
                         options="")
     try:
         psycopg.connect(dsn).close()
