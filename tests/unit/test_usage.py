@@ -31,6 +31,16 @@ def test_between_resyncs_the_last_measurement_stays():
     assert usage_status(before, None, QUOTA)["databaseBytes"] == 4096
 
 
+def test_an_idle_tenants_drift_of_kilobytes_is_no_status_write_but_a_real_change_is():
+    told = usage_status(None, DataUsage(bytes=8_000_000, connections=0), None)
+
+    drifted = usage_status(told, DataUsage(bytes=8_000_000 + 200_000, connections=0), None)
+    assert drifted == told  # autovacuum's maps, catalog churn: the same status, no write
+    grown = usage_status(told, DataUsage(bytes=8_000_000 + 2_000_000, connections=0), None)
+    assert grown["databaseBytes"] == 10_000_000
+    assert usage_status(told, DataUsage(bytes=8_000_000, connections=3), None)["connections"] == 3
+
+
 def test_share_of_max_size_follows_the_size_and_the_limit():
     usage = usage_status(None, DataUsage(bytes=3 * 2**20, connections=0), QUOTA, 4 * 2**20)
     assert (usage["maxSizeBytes"], usage["maxSizeShare"]) == (4 * 2**20, "75%")

@@ -43,6 +43,19 @@ FROM schemas s FULL JOIN databases d ON d.name = s.name
 _SESSIONS = sql.SQL("SELECT usename, count(*) FROM pg_stat_activity WHERE usename LIKE 'tenant\\_%' GROUP BY usename")
 
 
+def measure_one(shared_dsn: str, schema: str, database: str | None, role: str) -> DataUsage:
+    """One tenant's usage (`database`: its own, isolated tier), for its first status before any resync."""
+    with admin_session(shared_dsn) as conn:
+        if database is not None:
+            row = conn.execute("SELECT pg_database_size(%s)", [database]).fetchone()
+        else:
+            row = conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c"
+                               " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                               " WHERE n.nspname = %s AND c.relkind IN ('r', 'm')", [schema]).fetchone()
+        sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [role]).fetchone()
+    return DataUsage(int(row[0]) if row else 0, int(sessions[0]) if sessions else 0)
+
+
 def measure(shared_dsn: str) -> dict[str, DataUsage]:
     """Every tenant's usage on the server of `shared_dsn` (the admin's, on the shared database)."""
     with admin_session(shared_dsn) as conn:

@@ -120,6 +120,10 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
 
     quota_status = next((body.get("status") or {} for body in quota_seen if body.get("kind") == "ResourceQuota"),
                         None)
+    if quota_status is None and fresh and quota.ok:
+        # Not read back at birth: as the quota controller will count it, nothing used yet.
+        quota_status = next(({"hard": (doc.get("spec") or {}).get("hard") or {}, "used": {}}
+                             for doc in objects["quota"] if doc["kind"] == "ResourceQuota"), None)
     bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
     return Converged(parts, _outcome(parts, workloads, schema), schema=schema, quota_status=quota_status,
                      storage=stored, max_bytes=limits.max_bytes(bounds))

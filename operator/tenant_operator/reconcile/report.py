@@ -19,7 +19,8 @@ from tenant_operator.api.conditions import Condition
 from tenant_operator.api.kinds import TENANT
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import metrics, postgres
+from tenant_operator.infra import connection, metrics, postgres
+from tenant_operator.infra import usage as usage_of
 from tenant_operator.infra.usage import DataUsage
 from tenant_operator.reconcile.context import Context
 from tenant_operator.reconcile.state import recorded
@@ -58,10 +59,13 @@ def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, t
                               **(recorded(tenant) if schema_record is None else schema_record)}
     if migration_status:
         status["migration"] = migration_status
-    usage = usage_status(current.get("usage"), ctx.usage(names.sql_name(tenant.name)), quota_status, max_bytes)
+    measured = ctx.usage(names.sql_name(tenant.name))
+    if measured is None and tier and "databaseBytes" not in (current.get("usage") or {}) and quota_status is not None:
+        measured = _first_measurement(ctx, tenant, tier)
+    usage = usage_status(current.get("usage"), measured, quota_status, max_bytes)
     if usage:
         status["usage"] = usage
-        _track_usage(tenant.name, usage)
+        _track_usage(tenant.name, usage, measured)
     metrics.track_tenant(tenant.name, phase, tier, render.value(tenant.spec.plan))
     if all(current.get(key) == value for key, value in status.items()) and (
             "migration" in status or "migration" not in current):
@@ -96,6 +100,11 @@ USAGE_RESOURCES = ("pods", "requests.cpu", "requests.memory", "limits.cpu", "lim
 
 
 _UNCHANGED = -1
+# status.usage.databaseBytes is written again when it moved by this much (or 1%): an idle tenant's
+# size still drifts by kilobytes (autovacuum's visibility and free space maps, catalog churn), and a
+# status write per tenant per resync for that would be the writes an idle fleet must not make.
+# The metric tenant_database_bytes is exact at every resync; maxSize is checked on a fresh measurement.
+BYTES_STEP = 1024 * 1024
 
 
 def usage_status(current: dict[str, Any] | None, data: DataUsage | None,
@@ -106,7 +115,10 @@ def usage_status(current: dict[str, Any] | None, data: DataUsage | None,
     """
     usage = dict(current or {})
     if data is not None:
-        usage.update(databaseBytes=data.bytes, connections=data.connections)
+        told = usage.get("databaseBytes")
+        if told is None or abs(data.bytes - told) >= max(BYTES_STEP, told // 100):
+            usage["databaseBytes"] = data.bytes
+        usage["connections"] = data.connections
     if max_bytes != _UNCHANGED:
         usage.pop("maxSizeBytes", None)
         usage.pop("maxSizeShare", None)
@@ -121,7 +133,18 @@ def usage_status(current: dict[str, Any] | None, data: DataUsage | None,
     return usage
 
 
-def _track_usage(name: str, usage: dict[str, Any]) -> None:
+def _first_measurement(ctx: Context, tenant: Tenant, tier: str) -> DataUsage | None:
+    """The tenant's usage at birth (or its first reconcile after an upgrade): its status is whole from
+    the start, rather than gaining usage at the first resync, a write of its own."""
+    placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
+    try:
+        return usage_of.measure_one(ctx.settings.admin_dsn(), placement.schema,
+                                    placement.database if tier == postgres.ISOLATED else None, placement.role)
+    except connection.DatabaseUnavailable:
+        return None
+
+
+def _track_usage(name: str, usage: dict[str, Any], measured: DataUsage | None) -> None:
     ratios = {}
     for resource, counted in (usage.get("quota") or {}).items():
         try:
@@ -129,7 +152,8 @@ def _track_usage(name: str, usage: dict[str, Any]) -> None:
             ratios[resource] = float(parse_quantity(counted["used"]) / hard) if hard else 0.0
         except (ValueError, ArithmeticError):
             continue  # a quantity the client library cannot read: no ratio rather than a wrong one
-    metrics.track_usage(name, usage.get("databaseBytes"), usage.get("connections"), ratios)
+    metrics.track_usage(name, measured.bytes if measured else usage.get("databaseBytes"),
+                        measured.connections if measured else usage.get("connections"), ratios)
 
 
 def summary(parts: list[Condition], tenant: Tenant, tier: str) -> Condition:
