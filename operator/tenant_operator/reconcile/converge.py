@@ -139,6 +139,8 @@ def _storage_step(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: pos
     told = tenant.status.condition(cond.STORAGE_EXCEEDED)
     if bounds.max_size is None and not stopped:
         return None
+    if not ctx.leading():
+        return None  # stopping or lifting acts on the tenant's data: only the leader's to do
     try:
         return storage_step.enforce(ctx, tenant, placement, bounds, stopped=stopped)
     except connection.DatabaseUnavailable as error:

@@ -136,6 +136,8 @@ def usage_status(current: dict[str, Any] | None, data: DataUsage | None,
 def _first_measurement(ctx: Context, tenant: Tenant, tier: str) -> DataUsage | None:
     """The tenant's usage at birth (or its first reconcile after an upgrade): its status is whole from
     the start, rather than gaining usage at the first resync, a write of its own."""
+    if not ctx.leading():
+        return None  # a process that paused and woke deposed opens no session
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     try:
         return usage_of.measure_one(ctx.settings.admin_dsn(), placement.schema,

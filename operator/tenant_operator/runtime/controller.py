@@ -141,6 +141,8 @@ class Controller:
                 log.exception("could not check the shared app's credentials")
 
     def _shared_credentials_once(self) -> None:
+        if not self.leading():
+            return  # asked again in the thread: a process paused since the loop asked acts on nothing
         credentials = shared_app.ensure_credentials(self.kube, self.context.settings)
         if credentials != self.credentials:
             self.credentials = credentials
@@ -343,6 +345,8 @@ class Controller:
 
     def _usage_of(self, sql_name: str) -> usage.DataUsage | None:
         """The pass's measurement of every tenant's bytes and sessions, taken by the first examination."""
+        if not self.leading():
+            return None
         if self._usage is None:
             dsn = self.context.settings.admin_dsn()
             self._usage = usage.Snapshot(lambda: usage.measure(dsn), max_age=MAX_AGE_SECONDS)
