@@ -120,12 +120,12 @@ def ensure_tenant_data(
     if placement.tier == ISOLATED:
         with admin_session(admin_dsn) as admin:
             actions += _ensure_role(admin, placement, password, connection_limit, login, served, settings or {})
-            actions += _ensure_database(admin, placement.database, placement.role, _stop_owner(placement))
+            actions += _ensure_database(admin, placement.database, placement.role, stop_owner(placement))
     # Roles are cluster-wide: in the shared tier one connection does it all.
     with admin_session(_data_dsn(admin_dsn, placement), tenant_database=placement.tier == ISOLATED) as data:
         if placement.tier == SHARED:
             actions += _ensure_role(data, placement, password, connection_limit, login, served, settings or {})
-        schema_actions, stopped = _ensure_schema(data, placement.schema, placement.role, _stop_owner(placement))
+        schema_actions, stopped = _ensure_schema(data, placement.schema, placement.role, stop_owner(placement))
         actions += schema_actions
         if placement.tier == ISOLATED:
             actions += _ensure_public_schema_locked(data)
@@ -236,8 +236,8 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
             actions += _revoke_grants_of_others(admin, admin_dsn, placement.role)
             admin.execute(sql.drop_role(placement.role))
             actions.append("dropped role")
-        if fetch_one(admin, sql.role_state(_stop_owner(placement))) is not None:
-            admin.execute(sql.drop_role(_stop_owner(placement)))  # it owned only the data dropped above
+        if fetch_one(admin, sql.role_state(stop_owner(placement))) is not None:
+            admin.execute(sql.drop_role(stop_owner(placement)))  # it owned only the data dropped above
     return EnsureResult(tuple(actions))
 
 
@@ -318,7 +318,8 @@ def _role_attributes_ok(state: dict[str, Any], connection_limit: int) -> bool:
     return not any(state[p] for p in powers) and state["rolconnlimit"] == connection_limit
 
 
-def _stop_owner(placement: DataPlacement) -> str:
+def stop_owner(placement: DataPlacement) -> str:
+    """Who owns the tenant's objects while it is over its maxSize (storage.py)."""
     return storage_owner(placement.role.removeprefix("tenant_"))
 
 

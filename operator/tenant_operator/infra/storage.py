@@ -28,14 +28,9 @@ from __future__ import annotations
 from psycopg import sql as q
 from psycopg.conninfo import make_conninfo
 
-from tenant_operator.api import names
-from tenant_operator.infra import sql
+from tenant_operator.infra import sql, usage
 from tenant_operator.infra.connection import admin_session, fetch_one
-from tenant_operator.infra.postgres import ISOLATED, DataPlacement
-
-
-def stop_owner(placement: DataPlacement) -> str:
-    return names.storage_owner(placement.role.removeprefix("tenant_"))
+from tenant_operator.infra.postgres import ISOLATED, DataPlacement, stop_owner
 
 
 def _data_session(admin_dsn: str, placement: DataPlacement):
@@ -52,14 +47,8 @@ def stopped(admin_dsn: str, placement: DataPlacement) -> bool:
 
 def size(admin_dsn: str, placement: DataPlacement) -> int:
     """What maxSize is compared with: what status.usage.databaseBytes says (infra/usage.py)."""
-    with _data_session(admin_dsn, placement) as conn:
-        if placement.tier == ISOLATED:
-            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        else:
-            row = conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c"
-                               " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                               " WHERE n.nspname = %s AND c.relkind IN ('r', 'm')", [placement.schema]).fetchone()
-    return int(row[0]) if row else 0
+    with admin_session(admin_dsn) as conn:
+        return usage.tenant_bytes(conn, placement.schema, placement.database if placement.tier == ISOLATED else None)
 
 
 def stop(admin_dsn: str, placement: DataPlacement) -> list[str]:

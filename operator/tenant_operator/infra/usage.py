@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 from psycopg import sql
 
 from tenant_operator.infra.connection import admin_session
@@ -43,17 +44,23 @@ FROM schemas s FULL JOIN databases d ON d.name = s.name
 _SESSIONS = sql.SQL("SELECT usename, count(*) FROM pg_stat_activity WHERE usename LIKE 'tenant\\_%' GROUP BY usename")
 
 
+def tenant_bytes(conn: psycopg.Connection, schema: str, database: str | None) -> int:
+    """One tenant's bytes as measure() counts them (`database`: its own, isolated tier), on an admin session."""
+    if database is not None:
+        row = conn.execute("SELECT pg_database_size(%s)", [database]).fetchone()
+    else:
+        row = conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c"
+                           " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                           " WHERE n.nspname = %s AND c.relkind IN ('r', 'm')", [schema]).fetchone()
+    return int(row[0]) if row else 0
+
+
 def measure_one(shared_dsn: str, schema: str, database: str | None, role: str) -> DataUsage:
-    """One tenant's usage (`database`: its own, isolated tier), for its first status before any resync."""
+    """One tenant's usage, for its first status before any resync."""
     with admin_session(shared_dsn) as conn:
-        if database is not None:
-            row = conn.execute("SELECT pg_database_size(%s)", [database]).fetchone()
-        else:
-            row = conn.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c"
-                               " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                               " WHERE n.nspname = %s AND c.relkind IN ('r', 'm')", [schema]).fetchone()
+        size = tenant_bytes(conn, schema, database)
         sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [role]).fetchone()
-    return DataUsage(int(row[0]) if row else 0, int(sessions[0]) if sessions else 0)
+    return DataUsage(size, int(sessions[0]) if sessions else 0)
 
 
 def measure(shared_dsn: str) -> dict[str, DataUsage]:
