@@ -95,12 +95,16 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
         namespace = _step(cond.NAMESPACE_READY, "NamespaceReady", namespace.message,
                           lambda: apply(objects["access"], _prunable_access(tenant) if prune else []))
     parts = [namespace, quota]
-    step = _database_step(ctx, tenant, plan, tier, fresh) if namespace.ok and quota.ok else _DatabaseStep(Condition(
-        cond.DATABASE_READY, False, "WaitingForQuota", "the namespace and its quota must be in place first"))
+    bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
+    if namespace.ok and quota.ok:
+        step = _database_step(ctx, tenant, plan, bounds, tier, fresh)
+    else:
+        step = _DatabaseStep(Condition(cond.DATABASE_READY, False, "WaitingForQuota",
+                                       "the namespace and its quota must be in place first"))
     database, password = step.condition, step.password
     parts.append(database)
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
-    stored = _storage_step(ctx, tenant, plan, placement, step.stopped) if database.ok else None
+    stored = _storage_step(ctx, tenant, bounds, placement, step.stopped) if database.ok else None
     schema = SchemaState(record=recorded(tenant))
     if stored is not None and stored.status == "True":
         # Its DDL would fail as the tenant, which owns nothing while stopped: the next version waits.
@@ -124,18 +128,16 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
         # Not read back at birth: as the quota controller will count it, nothing used yet.
         quota_status = next(({"hard": (doc.get("spec") or {}).get("hard") or {}, "used": {}}
                              for doc in objects["quota"] if doc["kind"] == "ResourceQuota"), None)
-    bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
     return Converged(parts, _outcome(parts, workloads, schema), schema=schema, quota_status=quota_status,
                      storage=stored, max_bytes=limits.max_bytes(bounds))
 
 
-def _storage_step(ctx: Context, tenant: Tenant, plan: TenantPlan, placement: postgres.DataPlacement,
+def _storage_step(ctx: Context, tenant: Tenant, bounds: limits.DatabaseLimits, placement: postgres.DataPlacement,
                   stopped: bool) -> Condition | None:
     """maxSize, looked at only for a tenant that has one or is stopped (reconcile/storage.py).
 
     `stopped` as the data step found it: retained data adopted by a new Tenant may still be.
     """
-    bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
     told = tenant.status.condition(cond.STORAGE_EXCEEDED)
     if bounds.max_size is None and not stopped:
         return None
@@ -237,8 +239,8 @@ def _prunable_quota(desired: list[dict], tenant: Tenant) -> list[ObjectRef]:
     return [ObjectRef(KINDS[("v1", "LimitRange")], render.LIMITS_NAME, names.tenant_namespace(tenant.name))]
 
 
-def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, fresh: bool = False,
-                   ) -> _DatabaseStep:
+def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, bounds: limits.DatabaseLimits, tier: str,
+                   fresh: bool = False) -> _DatabaseStep:
     """The data, its Secret and route; the condition, and the role's password once all is in place."""
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME, names.tenant_namespace(tenant.name))
@@ -251,7 +253,6 @@ def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, fr
         rotating = bool(secret and rotation and rotation != annotation(secret, names.ROTATE_PASSWORD_ANNOTATION))
         if rotating:
             password = None  # a new password, set on the role and written to the Secret together
-        bounds = limits.effective(plan.spec.database.limits, tenant.spec.database_overrides)
         result = _ensure_data(ctx, placement, password, login=not tenant.spec.suspended, bounds=bounds)
         if result.changed and not fresh:  # a new tenant's Ready event tells the same
             where = f"{placement.database}/{placement.schema}"
