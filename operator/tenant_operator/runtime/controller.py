@@ -129,18 +129,19 @@ class Controller:
             if needs_apply(manifest, kube.read(ObjectRef.of(manifest))):
                 kube.apply(manifest)
 
-    async def _check_shared_credentials(self) -> None:
-        """The app role's password matching its Secret, and rotated when asked (shared_app.py)."""
+    async def _every(self, seconds: float, what: str, work: Callable[[], None]) -> None:
+        """`work` in a thread every `seconds`, by the leader only; a failure waits for the next round."""
         while True:
-            await asyncio.sleep(shared_app.CHECK_SECONDS)
+            await asyncio.sleep(seconds)
             if not self.leading():
                 continue
             try:
-                await asyncio.get_running_loop().run_in_executor(None, self._shared_credentials_once)
+                await asyncio.get_running_loop().run_in_executor(None, work)
             except Exception:  # noqa: BLE001 - the next round tries again; the tenants are unaffected
-                log.exception("could not check the shared app's credentials")
+                log.exception("could not %s", what)
 
     def _shared_credentials_once(self) -> None:
+        """The app role's password matching its Secret, and rotated when asked (shared_app.py)."""
         if not self.leading():
             return  # asked again in the thread: a process paused since the loop asked acts on nothing
         credentials = shared_app.ensure_credentials(self.kube, self.context.settings)
@@ -161,8 +162,12 @@ class Controller:
         self.tasks = [asyncio.create_task(self._worker(self._may_work), name=f"worker-{i}")
                       for i in range(settings.workers)]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
-        self.tasks.append(asyncio.create_task(self._rollout_status(), name="rollout-status"))
-        self.tasks.append(asyncio.create_task(self._check_shared_credentials(), name="shared-credentials"))
+        self.tasks.append(asyncio.create_task(
+            self._every(ROLLOUT_STATUS_SECONDS, "write the status of the DatabaseSchemas", self._write_rollout_status),
+            name="rollout-status"))
+        self.tasks.append(asyncio.create_task(
+            self._every(shared_app.CHECK_SECONDS, "check the shared app's credentials", self._shared_credentials_once),
+            name="shared-credentials"))
         loop = asyncio.get_running_loop()
 
         def wake(name: str) -> None:
@@ -261,18 +266,8 @@ class Controller:
         for tenant in tenants_of_schema(self.tenants.values(), self.plans, name):
             self._schema_turn(tenant["metadata"]["name"])
 
-    async def _rollout_status(self) -> None:
-        """Every few seconds, each DatabaseSchema's status from its tenants' (written only when it changed)."""
-        while True:
-            await asyncio.sleep(ROLLOUT_STATUS_SECONDS)
-            if not self.leading() or not self.schemas:
-                continue
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, self._write_rollout_status)
-            except Exception:  # noqa: BLE001 - the next round tries again; the tenants are unaffected
-                log.exception("could not write the status of the DatabaseSchemas")
-
     def _write_rollout_status(self) -> None:
+        """Each DatabaseSchema's status from its tenants' (written only when it changed)."""
         for name in list(self.schemas):
             write_rollout_status(self.kube, self.context.schemas, self.context.events, name,
                                  tenants_of_schema(list(self.tenants.values()), self.plans, name))
