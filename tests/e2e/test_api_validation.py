@@ -1,10 +1,12 @@
-"""The API server itself refuses a bad Tenant or TenantPlan, with a message a person can act on.
+"""The API server itself refuses a bad Tenant, TenantPlan or DatabaseServer, with a message a person can act on.
 
 These tests need only the control plane with crds/ installed: no operator, no
 PostgreSQL. Each refusal is checked for HTTP 422, the field it names and the
 words that say what is allowed. Tenants that are accepted name a plan that does
 not exist ("validation-only"), so an operator running in the same session does
 nothing with them but, perhaps, add its finalizer; they are deleted at the end.
+DatabaseServers that are accepted are only dry-run: a real one would be a server
+an operator in the same session might place tenants on.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from tenant_operator.api.kinds import TENANT, TENANT_PLAN, Kind, ObjectRef
+from tenant_operator.api.kinds import DATABASE_SERVER, TENANT, TENANT_PLAN, Kind, ObjectRef
 from tenant_operator.api.names import API_VERSION
+from tenant_operator.api.server import DatabaseServerSpec
 from tenant_operator.api.tenant import TenantSpec
 from tenant_operator.dev.wait import Timeout, wait_for
 from tenant_operator.infra.kube import Kube
@@ -25,6 +28,8 @@ from tenant_operator.infra.kube import Kube
 NO_SUCH_PLAN = "validation-only"
 QUANTITY_ALLOWED = "must be a non-negative Kubernetes quantity such as 500m, 2 or 1Gi"
 NAME_CHARACTERS = "Tenant name must be lowercase letters, digits and '-'"
+DRY_RUN = [("dryRun", "All")]
+ADMIN_SECRET = {"namespace": "tenant-operator", "name": "pg-eu-1-superuser"}
 
 
 class Api:
@@ -54,6 +59,23 @@ class Api:
         status, message = self.refusal(TENANT, name or unique("refused"), {"plan": NO_SUCH_PLAN, **spec})
         assert status == 422, message
         return message
+
+    def server_refusal(self, spec: dict, name: str | None = None) -> str:
+        """The message of a DatabaseServer create refused with 422 Unprocessable Entity."""
+        status, message = self.refusal(DATABASE_SERVER, name or unique("refused"), spec, query=DRY_RUN)
+        assert status == 422, message
+        return message
+
+    def dry_run_server(self, name: str, spec: dict) -> dict | None:
+        """The DatabaseServer as the API server would store it; None if one of that name exists (the
+        existence check comes after validation, so a 409 still means the spec was accepted)."""
+        body = {"apiVersion": API_VERSION, "kind": DATABASE_SERVER.kind, "metadata": {"name": name}, "spec": spec}
+        try:
+            return self.kube.request("POST", DATABASE_SERVER.collection_path(), DRY_RUN, body)
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            pytest.fail(f"the API server refused DatabaseServer {name!r} with spec {spec}: {error.body}")
 
     def delete_created(self) -> None:
         for ref in self.created:
@@ -279,6 +301,104 @@ def test_api_refuses_workload_template_that_is_not_a_template_name(api):
     assert 'spec.workloads.isolated.template: Invalid value: "../etc/passwd"' in message
     assert "must be the name of a workload template" in message
 
+
+# --- DatabaseServer and the fields that name one ---------------------------------
+
+
+def test_api_refuses_database_server_without_admin_secret_unless_named_default(api):
+    message = api.server_refusal({"maxTenants": 10})
+
+    assert "spec.adminSecretRef: Required value" in message
+    assert "only the server named default may leave adminSecretRef out" in message
+    assert "operator's own DATABASE_URL" in message
+    accepted = api.dry_run_server("default", {})
+    assert accepted is None or accepted["spec"]["tiers"] == ["shared", "isolated"]
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("pg.eu", "DatabaseServer name must be lowercase letters, digits and '-' (no dots)"),
+    ("p" * 64, "DatabaseServer name must be at most 63 characters"),
+], ids=["dot", "64-characters"])
+def test_api_refuses_server_name_that_cannot_be_a_label(api, name, says):
+    message = api.server_refusal({"adminSecretRef": ADMIN_SECRET}, name=name)
+
+    assert "metadata.name" in message and says in message
+    assert "spec.database.server" in message
+
+
+@pytest.mark.parametrize(("tiers", "says"), [
+    (["dedicated"], 'spec.tiers[0]: Unsupported value: "dedicated": supported values: "shared", "isolated"'),
+    ([], "spec.tiers: Invalid value: 0: spec.tiers in body should have at least 1 items"),
+    (["shared", "shared"], 'spec.tiers[1]: Duplicate value: "shared"'),
+], ids=["unknown", "none", "twice"])
+def test_api_refuses_bad_server_tiers(api, tiers, says):
+    message = api.server_refusal({"adminSecretRef": ADMIN_SECRET, "tiers": tiers})
+
+    assert says in message
+
+
+@pytest.mark.parametrize(("max_tenants", "says"), [
+    (0, "should be greater than or equal to 1"), (100_001, "should be less than or equal to 100000")])
+def test_api_refuses_max_tenants_out_of_bounds(api, max_tenants, says):
+    message = api.server_refusal({"adminSecretRef": ADMIN_SECRET, "maxTenants": max_tenants})
+
+    assert f"spec.maxTenants: Invalid value: {max_tenants}" in message and says in message
+
+
+def test_api_refuses_admin_secret_and_endpoint_that_cannot_be(api):
+    message = api.server_refusal({"adminSecretRef": {"namespace": "Ops", "name": "PG_Secret"},
+                                  "endpoint": {"host": "", "port": 0}})
+
+    assert 'spec.adminSecretRef.name: Invalid value: "PG_Secret"' in message
+    assert "must be the name of a Secret" in message
+    assert 'spec.adminSecretRef.namespace: Invalid value: "Ops"' in message and "must be a namespace name" in message
+    assert "spec.endpoint.host" in message and "spec.endpoint.port" in message
+
+
+@pytest.mark.parametrize(("server", "says"), [
+    ("pg.eu", 'spec.database.server: Invalid value: "pg.eu"'),
+    ("PG-1", 'spec.database.server: Invalid value: "PG-1"'),
+    ("p" * 64, "spec.database.server: Too long: may not be more than 63"),
+], ids=["dot", "uppercase", "64-characters"])
+def test_api_refuses_tenant_pin_that_is_not_a_server_name(api, server, says):
+    message = api.tenant_refusal({"database": {"server": server}})
+
+    assert says in message
+    if "Invalid value" in says:
+        assert "must be the name of a DatabaseServer: lowercase letters, digits and '-'" in message
+
+
+def test_api_refuses_plan_server_selector_for_an_unknown_tier(api):
+    status, message = api.refusal(
+        TENANT_PLAN, unique("validation-only-servers"),
+        {"database": {"servers": {"dedicated": {"matchLabels": {"pool": "big"}}}}},
+        query=[("fieldValidation", "Strict"), *DRY_RUN])
+
+    assert status == 400, message
+    assert 'unknown field "spec.database.servers.dedicated"' in message
+
+
+# --- What is accepted ---------------------------------------------------------
+
+
+def test_api_accepts_server_and_fills_in_defaults(api):
+    created = api.dry_run_server(unique("pg"), {"adminSecretRef": ADMIN_SECRET, "endpoint": {"host": "pg-rw.db"}})
+
+    assert created is not None
+    spec = created["spec"]
+    assert spec == {"adminSecretRef": {**ADMIN_SECRET, "key": "uri"}, "endpoint": {"host": "pg-rw.db", "port": 5432},
+                    "tiers": ["shared", "isolated"], "maxTenants": 1000, "cordoned": False, "drain": False}
+    assert DatabaseServerSpec.model_validate(spec).admin_secret_ref.key == "uri"
+
+
+def test_api_accepts_plan_server_selectors_and_tenant_pin(api):
+    servers = {"shared": {"matchLabels": {"pool": "shared"}}, "isolated": {"matchLabels": {"region": "eu"}}}
+    plan = api.create(TENANT_PLAN, unique("validation-only-servers"), {"database": {"servers": servers}})
+    tenant = api.create(TENANT, unique("pinned"), {"plan": NO_SUCH_PLAN, "database": {"server": "pg-eu-1"}})
+
+    assert plan["spec"]["database"]["servers"] == servers
+    assert tenant["spec"]["database"] == {"reclaimPolicy": "Retain", "server": "pg-eu-1"}
+    assert TenantSpec.model_validate(tenant["spec"]).database.server == "pg-eu-1"
 
 # --- What is accepted ---------------------------------------------------------
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tenant_operator.api import kinds, names
+from tenant_operator.api.server import DatabaseServerSpec
 from tenant_operator.api.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,6 +154,12 @@ def test_install_without_a_database_secret_is_refused(helm):
     ("metrics.serviceMonitor.interval=often", "metrics/serviceMonitor/interval"),
     ("databse.existingSecret=typo", "databse"),
     ("plans.items.Bad_Name.tiers={shared}", "Bad_Name"),
+    ("databaseServers[0].name=pg-eu-1", "databaseServers/0"),  # no adminSecretRef: only default may
+    ("databaseServers[0].name=Bad_Name,databaseServers[0].adminSecretRef.name=pg", "databaseServers/0/name"),
+    ("databaseServers[0].name=pg,databaseServers[0].adminSecretRef.name=pg,databaseServers[0].maxTenants=0",
+     "databaseServers/0/maxTenants"),
+    ("databaseServers[0].name=pg,databaseServers[0].adminSecretRef.name=pg,databaseServers[0].tiers={dedicated}",
+     "databaseServers/0/tiers"),
 ])
 def test_values_schema_refuses_bad_values(helm, value, where):
     error = render_fails(helm, "database.existingSecret=db", value)
@@ -253,6 +260,10 @@ def test_cluster_role_covers_every_kind_the_operator_applies(helm):
     assert _verbs(cluster, names.GROUP, "tenants") == {"get", "list", "watch", "patch"}
     assert _verbs(cluster, names.GROUP, "tenants/status") == {"patch"}
     assert _verbs(cluster, names.GROUP, "tenantplans") == {"list", "watch"}
+    # The operator creates the server `default` and keeps a finalizer on servers tenants live on.
+    assert _verbs(cluster, names.GROUP, "databaseservers") == {"get", "list", "watch", "create", "patch", "update"}
+    assert _verbs(cluster, names.GROUP, "databaseservers/status") == {"get", "patch", "update"}
+    assert _verbs(cluster, names.GROUP, "databaseservers/finalizers") == {"update"}
     # The shared Deployment is watched by kopf, in that namespace only (cli.py).
     assert {"list", "watch"} <= _verbs(shared, "apps", "deployments")
 
@@ -348,6 +359,42 @@ def test_chart_installs_the_cluster_role_owners_are_bound_to(helm):
     assert source["metadata"]["labels"].items() <= owner["metadata"]["labels"].items()
     assert owner["metadata"]["labels"]["app.kubernetes.io/instance"] == sync.RELEASE
     assert not [d for d in render(helm, "rbac.create=false") if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_server_admin_secrets_are_read_in_the_release_namespace_only(helm):
+    documents = sync.helm_template(helm)  # release namespace tenant-operator
+    role = only(documents, "Role", "-server-secrets")
+    binding = only(documents, "RoleBinding", "-server-secrets")
+
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == sync.NAMESPACE
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tenant-operator", "namespace": sync.NAMESPACE}]
+    assert not [d for d in render(helm, "rbac.create=false") if d["kind"] == "Role"]
+
+
+def test_database_servers_render_with_their_admin_secret_in_the_release_namespace(helm):
+    documents = sync.helm_template(
+        helm, "--set", "databaseServers[0].name=default",
+        "--set", "databaseServers[1].name=pg-eu-1", "--set", "databaseServers[1].labels.region=eu",
+        "--set", "databaseServers[1].adminSecretRef.name=pg-eu-1-superuser",
+        "--set", "databaseServers[1].endpoint.host=pg-eu-1-rw.db", "--set", "databaseServers[1].tiers={shared}",
+        "--set", "databaseServers[1].maxTenants=500", "--set", "databaseServers[1].cordoned=true",
+        "--set", "databaseServers[2].name=pg-us-1", "--set", "databaseServers[2].adminSecretRef.name=pg-us",
+        "--set", "databaseServers[2].adminSecretRef.key=dsn", include_crds=False)
+    servers = {d["metadata"]["name"]: d for d in documents if d["kind"] == kinds.DATABASE_SERVER.kind}
+
+    assert all(d["apiVersion"] == kinds.DATABASE_SERVER.api_version for d in servers.values())
+    assert servers["default"]["spec"] == {}
+    assert servers["pg-eu-1"]["metadata"]["labels"]["region"] == "eu"
+    assert servers["pg-eu-1"]["spec"] == {
+        "adminSecretRef": {"namespace": sync.NAMESPACE, "name": "pg-eu-1-superuser", "key": "uri"},
+        "endpoint": {"host": "pg-eu-1-rw.db"}, "tiers": ["shared"], "maxTenants": 500, "cordoned": True}
+    assert servers["pg-us-1"]["spec"] == {
+        "adminSecretRef": {"namespace": sync.NAMESPACE, "name": "pg-us", "key": "dsn"}}
+    assert not [d for d in render(helm) if d["kind"] == kinds.DATABASE_SERVER.kind]
+    for server in servers.values():
+        DatabaseServerSpec.model_validate(server["spec"])
 
 
 def test_events_are_allowed_only_where_they_are_posted(helm):

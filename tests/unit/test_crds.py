@@ -21,6 +21,9 @@ from tenant_operator.api.fields import (
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 TENANTS = f"{names.GROUP}_tenants.yaml"
 PLANS = f"{names.GROUP}_tenantplans.yaml"
+SCHEMAS = f"{names.GROUP}_databaseschemas.yaml"
+SERVERS = f"{names.GROUP}_databaseservers.yaml"
+ALL = [TENANTS, PLANS, SCHEMAS, SERVERS]
 
 
 def _version(document: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +83,7 @@ def test_write_crds_writes_what_crd_documents_returns(tmp_path, documents):
         assert "&id" not in path.read_text(), "YAML anchors make the CRD hard to read and diff"
 
 
-@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+@pytest.mark.parametrize("filename", ALL)
 def test_schema_has_no_json_schema_leftovers(documents, filename):
     keys = set(_keys(_root(documents[filename])))
 
@@ -88,7 +91,7 @@ def test_schema_has_no_json_schema_leftovers(documents, filename):
     assert "x-kubernetes-preserve-unknown-fields" not in keys
 
 
-@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+@pytest.mark.parametrize("filename", ALL)
 def test_every_schema_node_has_a_type(documents, filename):
     # int-or-string nodes are the structural schema's one exception: no type at all.
     untyped = [
@@ -100,7 +103,7 @@ def test_every_schema_node_has_a_type(documents, filename):
     assert untyped == []
 
 
-@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+@pytest.mark.parametrize("filename", ALL)
 def test_spec_fields_carry_no_openapi_pattern(documents, filename):
     # A pattern failure answers with the regular expression; a CEL rule's message
     # says in words what is allowed.
@@ -109,14 +112,14 @@ def test_spec_fields_carry_no_openapi_pattern(documents, filename):
     assert [path for path, node in _nodes(spec) if "pattern" in node] == []
 
 
-@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+@pytest.mark.parametrize("filename", ALL)
 def test_properties_never_beside_additional_properties(documents, filename):
     both = [p for p, node in _nodes(_root(documents[filename])) if "properties" in node and "additionalProperties" in node]
 
     assert both == []
 
 
-@pytest.mark.parametrize("filename", [TENANTS, PLANS])
+@pytest.mark.parametrize("filename", ALL)
 def test_every_map_and_list_is_bounded_where_cel_reads_it(documents, filename):
     # CEL cost is estimated from the largest admissible value: unbounded maps or
     # lists above a rule make the API server refuse the whole CRD.
@@ -133,8 +136,8 @@ def test_every_map_and_list_is_bounded_where_cel_reads_it(documents, filename):
     assert list(walk(_root(documents[filename]), True, "")) == []
 
 
-@pytest.mark.parametrize("filename", [TENANTS, PLANS])
-def test_both_kinds_are_cluster_scoped_with_status_subresource(documents, filename):
+@pytest.mark.parametrize("filename", ALL)
+def test_every_kind_is_cluster_scoped_with_status_subresource(documents, filename):
     document = documents[filename]
     version = _version(document)
 
@@ -294,7 +297,7 @@ def _has_null(value: Any) -> bool:
 
 def test_defaults_hold_no_nulls(documents):
     # Optional fields default to None in Python; in Kubernetes that means absent.
-    for filename in (TENANTS, PLANS):
+    for filename in ALL:
         for path, node in _nodes(_root(documents[filename])):
             assert "default" not in node or not _has_null(node["default"]), path
 

@@ -1,4 +1,4 @@
-"""The CustomResourceDefinitions of the Tenant API, generated from the models in api/ (plan.py, tenant.py).
+"""The CustomResourceDefinitions of the Tenant API, generated from the models in api/ (plan, tenant, schema, server).
 
 pydantic writes JSON Schema 2020-12; the API server wants a *structural*
 OpenAPI v3 schema: every node typed, no `$ref`, no unions, no `title`, and
@@ -17,9 +17,10 @@ import yaml
 from pydantic import BaseModel
 
 from tenant_operator.api import names
-from tenant_operator.api.fields import Tier
+from tenant_operator.api.fields import DNS_LABEL_PATTERN, Tier
 from tenant_operator.api.plan import TenantPlanSpec
 from tenant_operator.api.schema import DatabaseSchemaSpec, DatabaseSchemaStatus
+from tenant_operator.api.server import DEFAULT_SERVER, DatabaseServerSpec, DatabaseServerStatus
 from tenant_operator.api.tenant import TenantSpec, TenantStatus
 
 HEADER = (
@@ -83,6 +84,35 @@ TENANT_PLAN_NAME_RULES = [
             f"and it becomes the label {names.LABEL_PLAN}"
         ),
         "fieldPath": ".metadata.name",
+    },
+]
+# A server's name is what tenants pin in spec.database.server, and it goes into metric
+# labels and file names: a DNS label. Only `default` stands for the operator's own
+# DATABASE_URL; every other server names its admin Secret.
+_SERVER_NAME_USE = "tenants pin it in spec.database.server and it goes into metric labels and file names"
+DATABASE_SERVER_RULES = [
+    {
+        "rule": "size(self.metadata.name) <= 63",
+        "message": f"DatabaseServer name must be at most 63 characters: {_SERVER_NAME_USE}",
+        "fieldPath": ".metadata.name",
+    },
+    {
+        "rule": f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+        "message": (
+            "DatabaseServer name must be lowercase letters, digits and '-' (no dots), starting and ending "
+            f"with a letter or digit, such as pg-eu-1: {_SERVER_NAME_USE}"
+        ),
+        "fieldPath": ".metadata.name",
+    },
+    {
+        "rule": f"self.metadata.name == '{DEFAULT_SERVER}' || has(self.spec.adminSecretRef)",
+        "message": (
+            "name the Secret (in the operator's namespace) holding an admin connection to this server: only "
+            f"the server named {DEFAULT_SERVER} may leave adminSecretRef out, as it stands for the operator's "
+            "own DATABASE_URL"
+        ),
+        "fieldPath": ".spec.adminSecretRef",
+        "reason": "FieldValueRequired",
     },
 ]
 # metadata may declare name (and nothing else): enough for fieldPath to point at
@@ -344,9 +374,36 @@ def database_schema_crd() -> dict[str, Any]:
     )
 
 
+# The tiers a server takes print as one JSON list (["shared","isolated"]): fine for -o wide.
+DATABASE_SERVER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Ready", "type": "string", "jsonPath": f"{_READY}.status"},
+    {"name": "Tenants", "type": "integer", "jsonPath": ".status.tenants"},
+    {"name": "Max", "type": "integer", "jsonPath": ".spec.maxTenants"},
+    {"name": "Free", "type": "integer", "jsonPath": ".status.free"},
+    {"name": "Cordoned", "type": "boolean", "jsonPath": ".spec.cordoned"},
+    {"name": "Drain", "type": "boolean", "jsonPath": ".spec.drain"},
+    {"name": "Version", "type": "string", "jsonPath": ".status.version"},
+    _AGE,
+    {"name": "Tiers", "type": "string", "jsonPath": ".spec.tiers", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": f"{_READY}.message", "priority": 1},
+]
+
+
+def database_server_crd() -> dict[str, Any]:
+    schema = _version_schema(
+        structural_schema(DatabaseServerSpec),
+        structural_schema(DatabaseServerStatus),
+        "A PostgreSQL server the operator may place tenants on: its admin connection, the endpoint tenants' "
+        "Secrets name, the tiers it serves and how many tenants it takes.",
+        DATABASE_SERVER_RULES,
+    )
+    return _crd(kind="DatabaseServer", plural="databaseservers", short_names=["dbserver"], schema=schema,
+                columns=DATABASE_SERVER_COLUMNS)
+
+
 def crd_documents() -> dict[str, dict[str, Any]]:
     """File name -> CRD, as written to crds/."""
-    documents = [tenant_crd(), tenant_plan_crd(), database_schema_crd()]
+    documents = [tenant_crd(), tenant_plan_crd(), database_schema_crd(), database_server_crd()]
     return {f"{names.GROUP}_{doc['spec']['names']['plural']}.yaml": doc for doc in documents}
 
 

@@ -300,6 +300,20 @@ ConfigMapName = _matching(
     "with a letter or digit, such as shop-migrations",
     max_length=253,
 )
+# A server's name is what tenants pin in spec.database.server, and it goes into metric
+# labels and file names: a DNS label, no dots.
+ServerName = _matching(
+    DNS_LABEL_PATTERN,
+    "must be the name of a DatabaseServer: lowercase letters, digits and '-', starting and ending "
+    "with a letter or digit, such as default or pg-eu-1",
+    max_length=63,
+)
+SecretName = _matching(
+    DNS_SUBDOMAIN_PATTERN,
+    "must be the name of a Secret: lowercase letters, digits, '-' and '.', starting and ending "
+    "with a letter or digit, such as pg-eu-1-superuser",
+    max_length=253,
+)
 TemplateName = _matching(
     r"^[a-z0-9][a-z0-9-]*$",
     "must be the name of a workload template: lowercase letters, digits and '-', starting with a "
@@ -356,6 +370,13 @@ class StatusModel(BaseModel):
 
 
 DisplayName = Annotated[str, Field(max_length=128, description="A human-readable name.")]
+
+
+class LabelSelector(SpecModel):
+    """Objects whose labels include all of these (an empty selector selects every one)."""
+
+    match_labels: dict[str, str] = Field(default={}, max_length=32, description="Labels an object must carry.")
+
 
 def plain(value: Any) -> Any:
     """Deep copy into dicts and lists: kopf hands out read-only Mapping views."""

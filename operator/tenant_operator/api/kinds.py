@@ -48,11 +48,13 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind(API_VERSION, "Tenant", "tenants", False),
         Kind(API_VERSION, "TenantPlan", "tenantplans", False),
         Kind(API_VERSION, "DatabaseSchema", "databaseschemas", False),
+        Kind(API_VERSION, "DatabaseServer", "databaseservers", False),
     )
 }
 TENANT = KINDS[(API_VERSION, "Tenant")]
 TENANT_PLAN = KINDS[(API_VERSION, "TenantPlan")]
 DATABASE_SCHEMA = KINDS[(API_VERSION, "DatabaseSchema")]
+DATABASE_SERVER = KINDS[(API_VERSION, "DatabaseServer")]
 
 
 def kind_of(manifest: Mapping[str, Any]) -> Kind:

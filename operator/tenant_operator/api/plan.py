@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from tenant_operator.api.fields import (
     DisplayName,
+    LabelSelector,
     QuotaMap,
     ResourceMap,
     SchemaName,
@@ -60,8 +61,18 @@ class TierWorkloads(SpecModel):
     isolated: WorkloadSpec | None = Field(default=None, description="Workloads of each isolated tenant.")
 
 
+class ServerSelectors(SpecModel):
+    """The DatabaseServers a new tenant may be placed on, per tier, by label; a tier without one may use every server that serves it."""  # noqa: E501 - the CRD description
+
+    shared: LabelSelector | None = Field(default=None, description="Servers for the plan's shared-tier tenants.")
+    isolated: LabelSelector | None = Field(default=None, description="Servers for the plan's isolated-tier tenants.")
+
+
 class PlanDatabaseSpec(SpecModel):
     """What the tenants on the plan find in their database."""
+
+    servers: ServerSelectors = Field(
+        default=ServerSelectors(), description="The DatabaseServers the plan's tenants are placed on, per tier.")
 
     schema_name: SchemaName | None = Field(
         default=None, alias="schema",

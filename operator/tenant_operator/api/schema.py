@@ -23,6 +23,7 @@ from tenant_operator.api.fields import (
     CONDITION_TYPE_PATTERN,
     REASON_PATTERN,
     ConfigMapName,
+    LabelSelector,
     NamespaceName,
     SpecModel,
     StatusModel,
@@ -66,12 +67,6 @@ class MigrationsSpec(SpecModel):
         description="Migrations written here.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
     )
-
-
-class LabelSelector(SpecModel):
-    """Tenants whose labels include all of these."""
-
-    match_labels: dict[str, str] = Field(default={}, max_length=32, description="Labels a tenant must carry.")
 
 
 class CanarySpec(SpecModel):

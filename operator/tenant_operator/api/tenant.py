@@ -18,6 +18,7 @@ from tenant_operator.api.fields import (
     PlanName,
     QuotaMap,
     ReclaimPolicy,
+    ServerName,
     SpecModel,
     StatusModel,
     Tier,
@@ -77,6 +78,10 @@ class DatabaseSpec(SpecModel):
         default=ReclaimPolicy.RETAIN,
         description="On deletion: Retain keeps the data, Delete drops it, Snapshot dumps it, then drops it.",
     )
+    server: ServerName | None = Field(
+        default=None,
+        description="Pin the data to this DatabaseServer; changing it moves the tenant there. Absent: the operator "
+                    "places the tenant on a server its plan selects for its tier.")
 
 
 class TenantSpec(SpecModel):
@@ -106,7 +111,7 @@ class TenantSpec(SpecModel):
 
 
 class Condition(StatusModel):
-    """One aspect of the tenant's state, Kubernetes style."""
+    """One aspect of the object's state, Kubernetes style."""
 
     type: str = Field(max_length=316, pattern=CONDITION_TYPE_PATTERN, description="Type of condition, such as Ready.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -121,6 +126,7 @@ class Condition(StatusModel):
 class DatabaseStatus(StatusModel):
     """Where the tenant's data lives; the credentials are in the Secret."""
 
+    server: str | None = Field(default=None, description="The DatabaseServer the data lives on.")
     host: str | None = Field(default=None, description="PostgreSQL host.")
     port: int | None = Field(default=None, ge=1, le=65535, description="PostgreSQL port.")
     database: str | None = Field(default=None, description="Database name.")
@@ -168,6 +174,10 @@ class MigrationStatus(StatusModel):
 
     source: Tier = Field(alias="from", description="Tier the tenant is leaving.")
     target: Tier = Field(alias="to", description="Tier the tenant is moving to.")
+    from_server: str | None = Field(
+        default=None, description="DatabaseServer the tenant is leaving (absent: default, as older records say).")
+    to_server: str | None = Field(
+        default=None, description="DatabaseServer the tenant is moving to (absent: default, as older records say).")
     step: str = Field(max_length=63, description="Current step of the migration.")
     started: Timestamp = Field(description="When the migration started.")
     tables: list[TableProgress] = Field(default=[], description="Per-table copy progress.")
