@@ -14,7 +14,7 @@ from tenant_operator.api.names import FINALIZER
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.infra import connection, postgres, snapshot, tierdata
-from tenant_operator.reconcile import deletion, migration
+from tenant_operator.reconcile import deletion, moves
 from tenant_operator.reconcile.context import Context
 
 NAMESPACE = KINDS[("v1", "Namespace")]
@@ -244,7 +244,7 @@ class FakeTierData:
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
-        monkeypatch.setattr(migration, "authority_over", held_authority)
+        monkeypatch.setattr(moves, "authority_over", held_authority)
         monkeypatch.setattr(tierdata, "drop_target", lambda dsn, tenant, target: self._record("drop", target))
         monkeypatch.setattr(tierdata, "unmark", lambda dsn, target: self._record("unmark", target))
         monkeypatch.setattr(tierdata, "quarantine", lambda dsn, source, name: self._record("quarantine", source))
@@ -289,7 +289,7 @@ def test_deletion_of_a_migrating_tenant_during_an_outage_keeps_the_record(world,
     def unavailable(*args):
         raise connection.DatabaseUnavailable("PostgreSQL at db:5432/tenants is unavailable")
 
-    monkeypatch.setattr(migration, "authority_over", held_authority)
+    monkeypatch.setattr(moves, "authority_over", held_authority)
     monkeypatch.setattr(tierdata, "drop_target", unavailable)
     record = {"from": "shared", "to": "isolated", "step": "copy", "started": "2030-01-01T00:00:00Z"}
     outcome = run(ctx, tenant_body("Delete", migration=record))

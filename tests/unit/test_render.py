@@ -588,6 +588,13 @@ def test_route_entry_holds_nothing_secret():
     assert set(entry) == {"schema", "role", "database", "state"}
 
 
+def test_route_entry_names_the_server_the_tenant_lives_on():
+    entry = json.loads(render.route_entry(tenant(), "tenants", server=("pg-2", "pg-2.db", 5433)))
+
+    assert (entry["server"], entry["host"], entry["port"]) == ("pg-2", "pg-2.db", 5433)
+    assert set(entry) == {"schema", "role", "database", "state", "server", "host", "port"}
+
+
 def test_shared_workload_logs_in_as_the_app_role_and_rolls_on_rotation():
     docs = render.shared_infrastructure(SETTINGS, credentials="0123abcd")
     (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]

@@ -58,6 +58,7 @@ class Settings:
     quarantine_retention_seconds: float = _setting(
         7 * 24 * 3600.0, help="how long the source schema or database of a tier migration is kept, renamed, before "
                               "it is dropped")
+    drain_parallel: int = _setting(2, help="tenants moved off a draining DatabaseServer at the same time")
     backoff_base_seconds: float = _setting(1.0, help="first retry delay after a failed reconcile; doubles per "
                                                      "failure")
     backoff_max_seconds: float = _setting(300.0, help="longest retry delay after failed reconciles")

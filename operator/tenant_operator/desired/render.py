@@ -239,16 +239,21 @@ def routes_ref(settings: Settings) -> ObjectRef:
 ROUTE_STATES = ("active", "suspended", "moving")
 
 
-def route_entry(tenant, database: str, state: str = "active") -> str:
+def route_entry(tenant, database: str, state: str = "active",
+                server: tuple[str, str, int] | None = None) -> str:
     """The shared workload's routing entry for one tenant (X-Tenant-ID): where and as whom, nothing secret.
 
     state: active (serve it), suspended (403), moving (503 until the move ends; the entry goes
-    if the tenant lands on the isolated tier).
+    if the tenant lands on the isolated tier). `server`: (name, host, port) of the DatabaseServer
+    it lives on, for an app that serves tenants on several servers with the one app role.
     """
     if state not in ROUTE_STATES:
         raise ValueError(f"unknown route state {state!r}")
-    return json.dumps({"schema": names.schema_name(tenant.name), "role": names.role_name(tenant.name),
-                       "database": database, "state": state}, sort_keys=True)
+    entry: dict[str, Any] = {"schema": names.schema_name(tenant.name), "role": names.role_name(tenant.name),
+                             "database": database, "state": state}
+    if server is not None:
+        entry.update(server=server[0], host=server[1], port=server[2])
+    return json.dumps(entry, sort_keys=True)
 
 
 # libyaml's parser where PyYAML was built with it: the pure-Python one was most of a render.

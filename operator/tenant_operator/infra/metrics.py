@@ -104,3 +104,22 @@ def forget_tenant(name: str) -> None:
             pass
     for resource in _quota_resources.pop(name, set()):
         TENANT_QUOTA_USED_RATIO.remove(name, resource)
+
+
+SERVER_UP = Gauge("tenant_operator_database_server_up", "1 when the DatabaseServer is Ready (reachable, the admin's "
+                  "rights), else 0", ["server"])
+SERVER_TENANTS = Gauge("tenant_operator_database_server_tenants", "Tenants whose data lives on the DatabaseServer",
+                       ["server"])
+
+
+def track_server(name: str, ready: bool, tenants: int) -> None:
+    SERVER_UP.labels(name).set(1 if ready else 0)
+    SERVER_TENANTS.labels(name).set(tenants)
+
+
+def forget_server(name: str) -> None:
+    for gauge in (SERVER_UP, SERVER_TENANTS):
+        try:
+            gauge.remove(name)
+        except KeyError:
+            pass

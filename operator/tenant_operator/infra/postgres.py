@@ -273,6 +273,11 @@ def tenant_data_exists(admin_dsn: str, placement: DataPlacement) -> bool:
         return fetch_one(data, sql.schema_state(placement.schema)) is not None
 
 
+def role_exists(admin_dsn: str, role: str) -> bool:
+    with admin_session(admin_dsn) as admin:
+        return fetch_one(admin, sql.role_state(role)) is not None
+
+
 # --- the steps of ensure_tenant_data --------------------------------------------
 
 def _ensure_role(

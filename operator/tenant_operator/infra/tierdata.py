@@ -112,9 +112,17 @@ def _schema_state(conn: psycopg.Connection, schema: str) -> tuple[bool, str | No
     return (False, None, 0) if row is None else (True, row[1], row[2])
 
 
-def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement) -> list[str]:
-    """Make sure the target can be written: create the isolated database, or check the shared schema."""
+def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement, password: str | None = None) -> list[str]:
+    """Make sure the target can be written: create the isolated database, or check the shared schema.
+
+    `admin_dsn` is the target server's. `password` creates the tenant's role there when it has none
+    (a move to another server): one nobody knows, replaced by the move's own before the copy.
+    """
     actions = []
+    if password is not None and target.tier == "shared":
+        # The role (and an empty schema, replaced by the copy's marked one) on the target server.
+        if "created role" in ensure_tenant_data(admin_dsn, target, password).actions:
+            actions.append(f"created role {target.role} on the target server")
     if target.tier == "isolated":
         with _connect(admin_dsn) as admin:
             exists, comment = _database_exists(admin, target.database)
@@ -122,7 +130,7 @@ def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement) -> list[s
             with _connect(_dsn(admin_dsn, target.database)) as conn:
                 if _schema_state(conn, target.schema)[2]:
                     raise TargetNotEmpty(f"database {target.database} already holds tables of its own")
-        ensure_tenant_data(admin_dsn, target, None)
+        ensure_tenant_data(admin_dsn, target, password)
         if comment != _marker(tenant):
             with _connect(admin_dsn) as admin:
                 admin.execute(q.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -187,16 +195,18 @@ def _recreate_target_schema(conn: psycopg.Connection, tenant: str, target: DataP
             q.Identifier(target.schema), q.Literal(_marker(tenant))))
 
 
-def copy_schema(admin_dsn: str, tenant: str, source: DataPlacement, target: DataPlacement, password: str,
-                progress: Callable[[str, int], None], bin_dir: Path | None = None,
+def copy_schema(source_admin: str, target_admin: str, tenant: str, source: DataPlacement, target: DataPlacement,
+                password: str, progress: Callable[[str, int], None], bin_dir: Path | None = None,
                 between_tables: Callable[[], None] = lambda: None) -> dict[str, int]:
     """Copy the tenant's schema from source to target; returns rows copied per table.
 
-    `password` is the move's password of the tenant's role: the DDL and the rows are
-    written by the tenant itself (see the module docstring), read by the admin.
+    `source_admin` and `target_admin` are the two servers' admin DSNs (the same one for a
+    move between tiers); the rows stream from one to the other, no file of them is written.
+    `password` is the move's password of the tenant's role on the target server: the DDL and
+    the rows are written by the tenant itself (see the module docstring), read by the admin.
     """
-    source_dsn, target_admin_dsn = _dsn(admin_dsn, source.database), _dsn(admin_dsn, target.database)
-    as_tenant = tenant_dsn(admin_dsn, target, password)
+    source_dsn, target_admin_dsn = _dsn(source_admin, source.database), _dsn(target_admin, target.database)
+    as_tenant = tenant_dsn(target_admin, target, password)
     with tempfile.TemporaryDirectory(prefix="tenant-copy-") as workdir:
         dump = Path(workdir) / "schema.dump"
         _run_tool([_tool("pg_dump", bin_dir), "--format=custom", "--schema-only", f"--schema={source.schema}",
@@ -260,10 +270,11 @@ def checksums(dsn: str, schema: str) -> dict[str, TableCheck]:
     return found
 
 
-def verify(admin_dsn: str, source: DataPlacement, target: DataPlacement) -> tuple[dict[str, TableCheck], list[str]]:
+def verify(source_admin: str, target_admin: str, source: DataPlacement,
+           target: DataPlacement) -> tuple[dict[str, TableCheck], list[str]]:
     """Source checks, and a line per difference with the target (empty when equal)."""
-    expected = checksums(_dsn(admin_dsn, source.database), source.schema)
-    actual = checksums(_dsn(admin_dsn, target.database), target.schema)
+    expected = checksums(_dsn(source_admin, source.database), source.schema)
+    actual = checksums(_dsn(target_admin, target.database), target.schema)
     problems = []
     for name in sorted(expected.keys() | actual.keys()):
         want, got = expected.get(name), actual.get(name)

@@ -17,6 +17,7 @@ from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.infra import access as access_
 from tenant_operator.infra import events
+from tenant_operator.infra import servers as servers_
 from tenant_operator.infra.kube import KubeAPI
 from tenant_operator.infra.schemas import SchemaCatalog
 from tenant_operator.infra.usage import DataUsage
@@ -120,14 +121,33 @@ class Context:
     schemas: SchemaCatalog = None  # type: ignore[assignment]  # filled in by __post_init__
     rollouts: Rollouts = dataclasses.field(default_factory=EveryoneAtOnce)
     passwords: Passwords = dataclasses.field(default_factory=Passwords)
-    usage: Callable[[str], DataUsage | None] = lambda sql_name: None
-    """A tenant's bytes and sessions by its PostgreSQL name: measured for a resync pass, else None."""
+    usage: Callable[[str, str], DataUsage | None] = lambda server, sql_name: None
+    """A tenant's bytes and sessions by its server and PostgreSQL name: measured for a resync pass, else None."""
+    server_body: Callable[[str], dict | None] = lambda name: None
+    """Looks a DatabaseServer up in the operator's cache."""
+    server_bodies: Callable[[], list[dict]] = lambda: []
+    servers: servers_.Servers = None  # type: ignore[assignment]  # filled in by __post_init__
+    health: servers_.Health = dataclasses.field(default_factory=servers_.Health)
+    placed: Callable[[], dict[str, dict]] = lambda: {}
+    """Each tenant's (server, tier) as the operator's cache has it, for capacity and drain (placement.py)."""
+    server: servers_.Server = None  # type: ignore[assignment]  # the default server until dispatch says
+    """The server the reconciled tenant's data lives on (a move names its source's and target's)."""
 
     def __post_init__(self) -> None:
         if self.events is None:
             object.__setattr__(self, "events", events.Recorder(self.kube))
         if self.schemas is None:
             object.__setattr__(self, "schemas", SchemaCatalog(self.kube, self.schema_body))
+        if self.servers is None:
+            object.__setattr__(self, "servers", servers_.Servers(self.kube, self.settings, self.server_body,
+                                                                  self.server_bodies))
+        if self.server is None:
+            object.__setattr__(self, "server", servers_.default_server(self.settings,
+                                                                        self.server_body(servers_.DEFAULT)))
+
+    def on(self, server: servers_.Server) -> Context:
+        """The same context acting on `server`."""
+        return self if server == self.server else dataclasses.replace(self, server=server)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -258,7 +258,7 @@ def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, bounds: limit
             where = f"{placement.database}/{placement.schema}"
             ctx.events.post(tenant, "DatabaseProvisioned",
                             f"{placement.tier} tier: {'; '.join(result.actions)} ({where})")
-        host, port = ctx.settings.tenant_endpoint()
+        host, port = ctx.server.endpoint
         desired = render.database_secret(tenant, host, port, placement.database, placement.schema,
                                          result.password, rotation)
         if needs_apply(desired, secret):
@@ -312,7 +312,7 @@ def _ensure_data(ctx: Context, placement: postgres.DataPlacement, password: str 
     app may act as the tenant exactly while it may log in (and lives on the shared tier).
     """
     def ensure(new_password: str | None, kept: str) -> _Ensured:
-        result = postgres.ensure_tenant_data(ctx.settings.admin_dsn(), placement, new_password, login=login,
+        result = postgres.ensure_tenant_data(ctx.server.admin_dsn(), placement, new_password, login=login,
                                              served=login, connection_limit=limits.connection_limit(bounds),
                                              settings=limits.role_settings(bounds))
         return _Ensured(result.actions, kept, result.stopped)
@@ -341,7 +341,8 @@ def _ensure_route(ctx: Context, tenant: Tenant, tier: str, placement: postgres.D
     ref = render.routes_ref(ctx.settings)
     routes = {} if known_absent else (ctx.kube.read(ref) or {}).get("data") or {}
     state = "suspended" if tenant.spec.suspended else "active"
-    wanted = render.route_entry(tenant, placement.database, state) if tier == "shared" else None
+    wanted = render.route_entry(tenant, placement.database, state, (ctx.server.name, *ctx.server.endpoint)) \
+        if tier == "shared" else None
     if routes.get(tenant.name) != wanted:
         ctx.kube.merge_patch(ref, {"data": {tenant.name: wanted}})
 

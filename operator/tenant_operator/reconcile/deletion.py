@@ -15,7 +15,7 @@ after its restart.
   behind, and the role are dropped.
 
 While a tier migration runs the data may live in two places: deletion first
-brings it to a safe point (`migration.settle_for_deletion`): before the switch
+brings it to a safe point (`moves.settle_for_deletion`): before the switch
 the target is dropped and the data stays on the source; from the switch on the
 source is quarantined as the migration's retire step would.
 
@@ -43,9 +43,11 @@ from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.infra import access, connection, metrics, postgres, snapshot, tierdata
 from tenant_operator.infra.fence import Deposed
+from tenant_operator.infra.servers import ServerUnusable
 from tenant_operator.infra.tenantlock import LockBusy
-from tenant_operator.reconcile import migration
+from tenant_operator.reconcile import moves
 from tenant_operator.reconcile.context import Context, Outcome
+from tenant_operator.reconcile.placement import home_of
 from tenant_operator.reconcile.report import write_status
 from tenant_operator.reconcile.state import LOCK_BUSY_RETRY, safe_to_delete, tier_of
 
@@ -77,10 +79,19 @@ def finalize(ctx: Context, tenant: Tenant) -> Outcome:
             tenant = _report(ctx, tenant, "WaitingForMigration",
                              f"deletion brings the tier migration (step {step}) to a safe point first; "
                              "nothing was removed yet")
-            tenant = migration.settle_for_deletion(ctx, tenant)
+            tenant = moves.settle_for_deletion(ctx, tenant)
         tier = tier_of(tenant) or render.value(tenant.spec.tier)
         placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
+        home = home_of(tenant)
+        if home is not None:
+            ctx = ctx.on(ctx.servers.get(home))
         tenant, reclaimed = RECLAIM[policy](ctx, tenant, placement)
+    except ServerUnusable as error:
+        log.warning("tenant %s: cannot reach its DatabaseServer to finalize: %s", tenant.name, error)
+        _report(ctx, tenant, "DatabaseUnavailable",
+                f"reclaimPolicy {policy}: {error}; the namespace stays until the data is dealt with, retrying",
+                warning=True)
+        return Outcome(failed=True)
     except LockBusy as busy:
         log.info("tenant %s: deletion waits: %s", tenant.name, busy)
         return Outcome(requeue_after=LOCK_BUSY_RETRY)
@@ -135,7 +146,7 @@ def where(placement: postgres.DataPlacement) -> str:
 
 
 def _retain(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> tuple[Tenant, Reclaimed]:
-    dsn = ctx.settings.admin_dsn()
+    dsn = ctx.server.admin_dsn()
     if not postgres.tenant_data_exists(dsn, placement):
         return tenant, Reclaimed("DataRetained",
                                  f"reclaimPolicy Retain: no data to keep ({where(placement)} does not exist)")
@@ -151,9 +162,10 @@ def _retain(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> 
 
 
 def _delete(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> tuple[Tenant, Reclaimed]:
-    dsn = ctx.settings.admin_dsn()
+    dsn = ctx.server.admin_dsn()
     dropped = _drop_quarantined_copies(ctx, tenant.name)
     result = postgres.drop_tenant_data(dsn, placement)
+    dropped += _drop_elsewhere(ctx, tenant.name)
     metrics.count_write("postgres", len(result.actions))
     if result.changed or dropped:
         log.info("tenant %s: reclaimPolicy Delete: %s", tenant.name, "; ".join([*result.actions, *dropped]))
@@ -162,7 +174,7 @@ def _delete(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> 
 
 
 def _snapshot(ctx: Context, tenant: Tenant, placement: postgres.DataPlacement) -> tuple[Tenant, Reclaimed]:
-    dsn = ctx.settings.admin_dsn()
+    dsn = ctx.server.admin_dsn()
     if postgres.tenant_data_exists(dsn, placement):
         previous = tenant.status.condition(cond.READY)
         if previous is None or previous.reason != "SnapshotFailed":  # while retrying, the failure stays in view
@@ -206,13 +218,35 @@ RECLAIM = {"Retain": _retain, "Delete": _delete, "Snapshot": _snapshot}
 def _drop_quarantined_copies(ctx: Context, tenant_name: str) -> list[str]:
     """Copies a finished tier migration keeps for a while: the tenant's data too, and owned by its
     role (DROP ROLE would refuse while they exist)."""
-    dsn, shared = ctx.settings.admin_dsn(), ctx.settings.shared_database
+    dsn, shared = ctx.server.admin_dsn(), ctx.settings.shared_database
     dropped = []
     for kind, name in tierdata.expired_quarantines(dsn, shared, names.sql_name(tenant_name), retention=0):
         tierdata.drop_quarantine(dsn, shared, kind, name)
         metrics.count_write("postgres")
         dropped.append(f"dropped quarantined {kind} {name}")
     return dropped
+
+
+def _drop_elsewhere(ctx: Context, tenant_name: str) -> list[str]:
+    """What moves between servers left on the servers the tenant lived on before: quarantined copies
+    and a role that may not log in. A server out of reach keeps them (told in the log)."""
+    done = []
+    shared = postgres.placement(tenant_name, postgres.SHARED, ctx.settings.shared_database)
+    for name in ctx.servers.names():
+        if name == ctx.server.name:
+            continue
+        try:
+            other = ctx.on(ctx.servers.get(name))
+            if not ctx.health.of(other.server).ok:
+                raise ServerUnusable("Unreachable", f"DatabaseServer {name} is not Ready")
+            dropped = _drop_quarantined_copies(other, tenant_name)
+            if postgres.role_exists(other.server.admin_dsn(), shared.role):
+                dropped += [f"{action} on {name}" for action in postgres.drop_tenant_data(
+                    other.server.admin_dsn(), shared).actions]
+            done += dropped
+        except (ServerUnusable, connection.DatabaseUnavailable) as error:
+            log.warning("tenant %s: what earlier moves left on DatabaseServer %s stays: %s", tenant_name, name, error)
+    return done
 
 
 def _remove_route(ctx: Context, tenant_name: str) -> None:

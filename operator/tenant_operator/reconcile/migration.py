@@ -27,8 +27,6 @@ stops the move there (MigrationCancelled), with the one freeze it had.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import logging
 import time
 
@@ -41,13 +39,23 @@ from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
-from tenant_operator.infra import connection, faults, fence, metrics, postgres, storage, tierdata
+from tenant_operator.infra import (
+    connection,
+    faults,
+    metrics,
+    postgres,
+    shared_database,
+    storage,
+    tierdata,
+)
 from tenant_operator.infra.fence import Authority, Deposed
+from tenant_operator.infra.servers import ServerUnusable
 from tenant_operator.infra.tenantlock import LockBusy
+from tenant_operator.reconcile import moves, placement
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import Converged, converge
 from tenant_operator.reconcile.report import Superseded, phase, report, summary
-from tenant_operator.reconcile.state import LOCK_BUSY_RETRY, ROLLBACK_STEPS, STEPS, migration_wanted, secret_password
+from tenant_operator.reconcile.state import LOCK_BUSY_RETRY, ROLLBACK_STEPS, STEPS, secret_password
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +84,14 @@ def _timestamp() -> str:
     return cond.now()
 
 
-def _epoch(timestamp: str) -> float:
-    return datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.UTC).timestamp()
-
-
-def authority_over(ctx: Context, tenant_name: str) -> contextlib.AbstractContextManager[Authority]:
-    return fence.authority_over(ctx.settings.admin_dsn(), tenant_name, ctx.leading)
-
-
 def advance(ctx: Context, tenant: Tenant, plan: TenantPlan) -> Outcome:
     try:
-        with authority_over(ctx, tenant.name) as authority:
+        ctx = ctx.on(moves.source_server(ctx, tenant))
+        with moves.authority_over(ctx, tenant.name) as authority:
             return _advance(ctx, authority, tenant, plan)
+    except ServerUnusable as error:
+        log.warning("tenant %s: migration waits for its server: %s", tenant.name, error)
+        return Outcome(failed=True)
     except LockBusy as busy:
         log.info("tenant %s: migration waits: %s", tenant.name, busy)
         return Outcome(requeue_after=LOCK_BUSY_RETRY)
@@ -111,14 +114,18 @@ def _advance(ctx: Context, authority: Authority, tenant: Tenant, plan: TenantPla
     record = tenant.migration_record()
     on_server = record.get("step")
     if not record:
-        if not migration_wanted(tenant):
+        where = placement.destination(ctx, tenant, plan)
+        if not where.moving or where.server is None or placement.home_of(tenant) != ctx.server.name:
             return Outcome(requeue_after=0.0)  # the cached Tenant was stale: reconcile it as it is now
-        record = {"from": render.value(tenant.status.tier), "to": render.value(tenant.spec.tier), "step": "prepare",
+        record = {"from": render.value(tenant.status.tier), "to": render.value(tenant.spec.tier),
+                  "fromServer": ctx.server.name, "toServer": where.server.name, "step": "prepare",
                   "started": _timestamp(), "tables": [], "rowsCopied": 0}
-        ctx.events.post(tenant, "MigrationStarted", f"moving from {record['from']} to {record['to']}")
+        ctx.events.post(tenant, "MigrationStarted",
+                        f"moving from {moves.where(record, 'from')} to {moves.where(record, 'to')}")
     source = postgres.placement(tenant.name, record["from"], ctx.settings.shared_database)
     target = postgres.placement(tenant.name, record["to"], ctx.settings.shared_database)
-    move = _Move(ctx, authority, tenant, plan, record, source, target, on_server=on_server)
+    target_ctx = ctx.on(ctx.servers.get(record.get("toServer") or ctx.server.name))
+    move = _Move(ctx, target_ctx, authority, tenant, plan, record, source, target, on_server=on_server)
     try:
         return move.run()
     except _Stop as stop:
@@ -131,11 +138,14 @@ def _advance(ctx: Context, authority: Authority, tenant: Tenant, plan: TenantPla
 class _Move:
     """One pass of a migration by the process holding the tenant's authority."""
 
-    def __init__(self, ctx: Context, authority: Authority, tenant: Tenant, plan: TenantPlan, record: dict,
-                 source: postgres.DataPlacement, target: postgres.DataPlacement, on_server: str | None):
-        self.ctx, self.authority, self.tenant, self.plan = ctx, authority, tenant, plan
+    def __init__(self, ctx: Context, target_ctx: Context, authority: Authority, tenant: Tenant, plan: TenantPlan,
+                 record: dict, source: postgres.DataPlacement, target: postgres.DataPlacement, on_server: str | None):
+        self.ctx, self.target_ctx, self.authority, self.tenant, self.plan = ctx, target_ctx, authority, tenant, plan
         self.record, self.source, self.target = record, source, target
-        self.admin = ctx.settings.admin_dsn()
+        self.admin = ctx.server.admin_dsn()
+        """The source server's admin; the target server's is `target_admin` (the same one within a server)."""
+        self.target_admin = target_ctx.server.admin_dsn()
+        self.across = target_ctx.server.name != ctx.server.name
         self.on_server: tuple[str | None, str | None] = (record["started"], on_server) if on_server else (None, None)
         """(started, step) of the record as this process last saw or wrote it on the Tenant."""
 
@@ -193,20 +203,34 @@ class _Move:
         before_switch = self.record["step"] in ROLLBACK_STEPS
         if self.tenant.deleting:
             raise _Stop("Deleting", f"the Tenant is being deleted during step {self.record['step']}")
-        if before_switch and render.value(self.tenant.spec.tier) == self.record["from"]:
-            raise _Stop("MigrationCancelled", f"spec.tier set back to {self.record['from']} before the switch")
+        if before_switch and self._wants_source():
+            raise _Stop("MigrationCancelled", f"spec set back to {moves.where(self.record, 'from')} before the switch")
         self.authority.check(before)
+
+    def target_admin_on(self, database: str) -> str:
+        return self.target_ctx.server.admin_dsn(database)
+
+    def _wants_source(self) -> bool:
+        """The spec asks for the source again: its tier, and its server (pinned there, or a pin taken away
+        from a server that does not drain: the operator moves no tenant on its own)."""
+        spec = self.tenant.spec
+        if render.value(spec.tier) != self.record["from"]:
+            return False
+        if spec.database.server is not None:
+            return spec.database.server == self.ctx.server.name
+        return not (self.across and self.ctx.server.drain)
 
     def checkpoint(self, message: str) -> None:
         self.authority.check("write the migration's progress")
         record = self.record
         record["message"] = message[:1024]
         migrating = Condition(cond.MIGRATING, True, f"Step{record['step'].capitalize()}",
-                              f"{record['from']} -> {record['to']}: {message}")
-        tier = record["to"] if STEPS.index(record["step"]) >= STEPS.index("switch") else record["from"]
-        ready = Condition(cond.READY, False, "Migrating", f"moving to the {record['to']} tier")
-        self.tenant = report(self.ctx, self.tenant, [migrating, ready], phase="Migrating", tier=tier,
-                             migration_status=dict(record), fenced=True)
+                              f"{moves.where(record, 'from')} -> {moves.where(record, 'to')}: {message}")
+        switched = STEPS.index(record["step"]) >= STEPS.index("switch")
+        tier = record["to"] if switched else record["from"]
+        ready = Condition(cond.READY, False, "Migrating", f"moving to {moves.where(record, 'to')}")
+        self.tenant = report(self.target_ctx if switched else self.ctx, self.tenant, [migrating, ready],
+                             phase="Migrating", tier=tier, migration_status=dict(record), fenced=True)
         self.on_server = (record["started"], record["step"])
 
     # --- the steps -------------------------------------------------------------------------------
@@ -215,7 +239,11 @@ class _Move:
         # A tenant over its maxSize moves as it is at rest (owning its objects): the freeze stops its writes
         # from here, and its new home looks at its size again once it is there.
         storage.lift(self.admin, self.source)
-        actions = tierdata.prepare_target(self.admin, self.tenant.name, self.target)
+        if self.across and self.target.tier == postgres.SHARED:
+            shared_database.ensure_shared_database(self.target_ctx.server.maintenance_dsn(),
+                                                   self.ctx.settings.shared_database)
+        actions = tierdata.prepare_target(self.target_admin, self.tenant.name, self.target,
+                                          postgres.new_password() if self.across else None)
         faults.reached("step:prepare")
         if actions:
             self.authority.check("tell what was prepared")
@@ -238,7 +266,8 @@ class _Move:
 
     def _set_route_state(self, state: str) -> None:
         kube, ref = self.ctx.kube, render.routes_ref(self.ctx.settings)
-        entry = render.route_entry(self.tenant, self.source.database, state)
+        entry = render.route_entry(self.tenant, self.source.database, state,
+                                   (self.ctx.server.name, *self.ctx.server.endpoint))
         if ((kube.read(ref) or {}).get("data") or {}).get(self.tenant.name) != entry:
             kube.merge_patch(ref, {"data": {self.tenant.name: entry}})
 
@@ -248,6 +277,8 @@ class _Move:
         started = time.monotonic()
         # A password of this pass's own: the tenant's code may have run (and changed it) in an earlier one.
         password = postgres.lock_out(self.admin, self.source.role)
+        if self.across:
+            password = postgres.lock_out(self.target_admin, self.target.role)  # the copy writes as the tenant there
 
         def progress(table: str, rows: int) -> None:
             record["tables"].append({"name": table, "rows": rows, "copied": rows})
@@ -258,11 +289,13 @@ class _Move:
             faults.reached("copy:table")
             self._look_again(before="copy the next table")
 
-        copied = tierdata.copy_schema(self.admin, self.tenant.name, self.source, self.target, password, progress,
-                                      bin_dir=self.ctx.settings.pg_bin_dir, between_tables=between_tables)
+        copied = tierdata.copy_schema(self.admin, self.target_admin, self.tenant.name, self.source, self.target,
+                                      password, progress, bin_dir=self.ctx.settings.pg_bin_dir,
+                                      between_tables=between_tables)
         seconds = time.monotonic() - started
         metrics.MIGRATION_COPY_SECONDS.observe(seconds)
-        faults.reached("copy:done", dsn=connection.admin_session_dsn(self.ctx.settings.admin_dsn(self.target.database)),
+        target_dsn = connection.admin_session_dsn(self.target_admin_on(self.target.database))
+        faults.reached("copy:done", dsn=target_dsn,
                        schema=self.target.schema, table=next(iter(copied), None))
         log.info("tenant %s: copied %d rows in %d tables in %.2fs", self.tenant.name, sum(copied.values()),
                  len(copied), seconds)
@@ -271,7 +304,9 @@ class _Move:
         # Whatever the tenant's code did while the copy ran as the tenant (set a password of its
         # choosing, made another role a member) ends here: from now on nobody but us acts as it.
         postgres.lock_out(self.admin, self.source.role)
-        checks, problems = tierdata.verify(self.admin, self.source, self.target)
+        if self.across:
+            postgres.lock_out(self.target_admin, self.target.role)
+        checks, problems = tierdata.verify(self.admin, self.target_admin, self.source, self.target)
         faults.reached("step:verify")
         if problems:
             raise VerificationFailed("; ".join(problems[:5]))
@@ -282,12 +317,14 @@ class _Move:
     def _switch(self) -> None:
         """The source out of reach, then Secret, routing and workloads to the target, then the password."""
         record = self.record
-        record["quarantine"] = tierdata.quarantine_name(self.source, _epoch(record["started"]))
+        record["quarantine"] = tierdata.quarantine_name(self.source, moves.epoch(record["started"]))
         self.authority.check("take the source out of reach")
         tierdata.quarantine(self.authority.lock.session, self.source, record["quarantine"])
         if self.source.tier == postgres.SHARED:
             postgres.revoke_connect(self.admin, self.source.database, self.source.role)
-        tierdata.unmark(self.admin, self.target)
+        if self.across:
+            postgres.set_login(self.admin, self.source.role, False)  # the old server is nobody's home now
+        tierdata.unmark(self.target_admin, self.target)
         faults.reached("step:switch")
         self.authority.check("point the tenant at the target")
         converged = self._converge(self.target.tier)
@@ -298,7 +335,7 @@ class _Move:
             self.authority.check("let the tenant log in again")
             self._unfreeze()
             record["unfrozen"] = True
-            record["freezeSeconds"] = round(time.time() - _epoch(record["freezeStarted"]), 3)
+            record["freezeSeconds"] = round(time.time() - moves.epoch(record["freezeStarted"]), 3)
             metrics.MIGRATION_FREEZE.observe(record["freezeSeconds"])
         if converged.outcome.requeue_after is not None:
             raise _Wait("switched; waiting for the workloads of the new tier to become Available")
@@ -314,26 +351,29 @@ class _Move:
     # --- endings -----------------------------------------------------------------------------------
 
     def _converge(self, tier: str) -> Converged:
-        return converge(self.ctx, self.tenant, self.plan, tier, prune=True, with_schema=False)
+        ctx = self.target_ctx if tier == self.record["to"] else self.ctx
+        return converge(ctx, self.tenant, self.plan, tier, prune=True, with_schema=False)
 
-    def _unfreeze(self) -> None:
+    def _unfreeze(self, home: Context | None = None) -> None:
         """The Secret's password is the role's again (a Secret lost meanwhile was rewritten by converge)."""
         password = _tenant_password(self.ctx, self.tenant.name)
         if password is not None:
-            postgres.restore_password(self.admin, self.source.role, password, login=not self.tenant.spec.suspended)
+            postgres.restore_password((home or self.target_ctx).server.admin_dsn(), self.source.role, password,
+                                      login=not self.tenant.spec.suspended)
 
     def finish(self) -> Outcome:
         record = self.record
-        seconds = time.time() - _epoch(record["started"])
+        seconds = time.time() - moves.epoch(record["started"])
         metrics.MIGRATIONS.labels("succeeded").inc()
         metrics.MIGRATION_SECONDS.observe(seconds)
-        message = (f"moved from {record['from']} to {record['to']} in {seconds:.0f}s; {record['rowsCopied']} rows; "
+        message = (f"moved from {moves.where(record, 'from')} to {moves.where(record, 'to')} in {seconds:.0f}s; "
+                   f"{record['rowsCopied']} rows; "
                    f"writes frozen {record.get('freezeSeconds', 0):.2f}s; source kept as {record.get('quarantine')}")
         self.authority.check("finish the migration")
         converged = self._converge(record["to"])
         parts = converged.parts
         done = Condition(cond.MIGRATING, False, "MigrationCompleted", message)
-        self.tenant = report(self.ctx, self.tenant, [*parts, cond.summary(parts), done],
+        self.tenant = report(self.target_ctx, self.tenant, [*parts, cond.summary(parts), done],
                              phase=phase(parts, self.tenant, record["to"]), tier=record["to"], fenced=True)
         self.ctx.events.post(self.tenant, "MigrationCompleted", message)
         return converged.outcome
@@ -343,16 +383,22 @@ class _Move:
         record = self.record
         log.warning("tenant %s: migration rolled back (%s): %s", self.tenant.name, reason, message)
         self.authority.check(f"roll back ({reason})")
-        tierdata.drop_target(self.authority.lock.session, self.tenant.name, self.target)
+        if self.across:
+            with connection.admin_session(self.target_admin) as session:
+                self.authority.check("remove the target on the other server")
+                tierdata.drop_target(session, self.tenant.name, self.target)
+            moves.shut_out(self.target_admin, self.target.role)
+        else:
+            tierdata.drop_target(self.authority.lock.session, self.tenant.name, self.target)
         if record.get("freezeStarted"):
-            self._unfreeze()
+            self._unfreeze(home=self.ctx)
         metrics.MIGRATIONS.labels("rolled_back" if reason != "MigrationCancelled" else "cancelled").inc()
         # Unfreezes: route and workloads as the source tier wants them; the target's workloads go.
         converged = self._converge(record["from"])
         parts = converged.parts
         failed = Condition(cond.MIGRATING, False, reason,
-                           f"migration to {record['to']} rolled back: {message}; the tenant stays on "
-                           f"{record['from']}. Change the Tenant's spec to try again.")
+                           f"migration to {moves.where(record, 'to')} rolled back: {message}; the tenant stays on "
+                           f"{moves.where(record, 'from')}. Change the Tenant's spec to try again.")
         self.tenant = report(self.ctx, self.tenant, [*parts, summary(parts, self.tenant, record["from"]), failed],
                              phase=phase(parts, self.tenant, record["from"]), tier=record["from"], fenced=True)
         self.ctx.events.post(self.tenant, reason, f"migration to {record['to']} rolled back: {message}",
@@ -382,35 +428,3 @@ def _tenant_password(ctx: Context, tenant_name: str) -> str | None:
                                                    names.tenant_namespace(tenant_name))))
 
 
-def settle_for_deletion(ctx: Context, tenant: Tenant) -> Tenant:
-    """A migrating tenant is being deleted: leave its data in one place, then clear the record.
-
-    Before the switch the source is still the tenant's home: the target goes. From
-    the switch on the target is: it loses its marker and the source is quarantined,
-    as the switch would. Workloads, Secret and route are not touched; deletion removes
-    them. Each part is idempotent; DatabaseUnavailable leaves the record for a retry.
-    Raises LockBusy while another process holds the tenant, Deposed when we may not act.
-    The answer is the tenant as written: its tier is where the data stays.
-    """
-    record = tenant.migration_record()
-    source = postgres.placement(tenant.name, record["from"], ctx.settings.shared_database)
-    target = postgres.placement(tenant.name, record["to"], ctx.settings.shared_database)
-    dsn = ctx.settings.admin_dsn()
-    with authority_over(ctx, tenant.name) as authority:
-        authority.check("settle the migration for the deletion")
-        if record["step"] in ROLLBACK_STEPS:
-            tierdata.drop_target(authority.lock.session, tenant.name, target)
-            home, message = record["from"], f"stopped before the switch; the data stays on the {record['from']} tier"
-            metrics.MIGRATIONS.labels("cancelled").inc()
-        else:
-            name = tierdata.quarantine_name(source, _epoch(record["started"]))
-            tierdata.quarantine(authority.lock.session, source, name)
-            tierdata.unmark(dsn, target)
-            home, message = record["to"], f"finished after the switch; the {record['from']} copy is kept as {name}"
-            metrics.MIGRATIONS.labels("succeeded").inc()
-        message = f"the Tenant is being deleted: migration to {record['to']} {message}"
-        # Written without the record: the status is applied whole, so status.migration goes.
-        tenant = report(ctx, tenant, [Condition(cond.MIGRATING, False, "MigrationSettled", message)],
-                        phase="Deleting", tier=home, fenced=True)
-    ctx.events.post(tenant, "MigrationSettled", message)
-    return tenant

@@ -52,14 +52,14 @@ def report(ctx: Context, tenant: Tenant, updates: list[Condition], phase: str, t
     }
     if tier:
         placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
-        host, port = ctx.settings.tenant_endpoint()
+        host, port = ctx.server.endpoint
         status["tier"] = tier
-        status["database"] = {"host": host, "port": port, "database": placement.database,
+        status["database"] = {"server": ctx.server.name, "host": host, "port": port, "database": placement.database,
                               "schema": placement.schema, "secretName": names.DB_SECRET_NAME,
                               **(recorded(tenant) if schema_record is None else schema_record)}
     if migration_status:
         status["migration"] = migration_status
-    measured = ctx.usage(names.sql_name(tenant.name))
+    measured = ctx.usage(ctx.server.name, names.sql_name(tenant.name))
     if measured is None and tier and "databaseBytes" not in (current.get("usage") or {}) and quota_status is not None:
         measured = _first_measurement(ctx, tenant, tier)
     usage = usage_status(current.get("usage"), measured, quota_status, max_bytes)
@@ -140,7 +140,7 @@ def _first_measurement(ctx: Context, tenant: Tenant, tier: str) -> DataUsage | N
         return None  # a process that paused and woke deposed opens no session
     placement = postgres.placement(tenant.name, tier, ctx.settings.shared_database)
     try:
-        return usage_of.measure_one(ctx.settings.admin_dsn(), placement.schema,
+        return usage_of.measure_one(ctx.server.admin_dsn(), placement.schema,
                                     placement.database if tier == postgres.ISOLATED else None, placement.role)
     except connection.DatabaseUnavailable:
         return None

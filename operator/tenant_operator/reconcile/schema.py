@@ -147,9 +147,9 @@ def _take_turn(ctx: Context, tenant: Tenant, born: bool, placement: DataPlacemen
 def _migrate(ctx: Context, tenant: Tenant, placement: DataPlacement, password: str, migrations: Sequence[Migration],
              name: str,
              generation: int, record: dict[str, Any], latest: int) -> tuple[dict[str, Any], Condition]:
-    dsn = schema_history.tenant_dsn(ctx.settings.admin_dsn(), placement, password)
+    dsn = schema_history.tenant_dsn(ctx.server.admin_dsn(), placement, password)
     applied: list[int] = []
-    with fence.authority_over(ctx.settings.admin_dsn(), tenant.name, ctx.leading) as authority:
+    with fence.authority_over(ctx.server.admin_dsn(), tenant.name, ctx.leading) as authority:
         def before_each(migration: Migration) -> None:
             authority.check(f"apply version {migration.version} of {name}")
             applied.append(migration.version)

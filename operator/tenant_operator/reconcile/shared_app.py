@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 
 from tenant_operator.api import names
 from tenant_operator.api.settings import Settings
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
 from tenant_operator.infra import metrics, postgres, shared_app
+from tenant_operator.infra.connection import DatabaseUnavailable
 from tenant_operator.infra.kube import KubeAPI
+from tenant_operator.infra.servers import Server
 from tenant_operator.reconcile.state import annotation, secret_password
 
 log = logging.getLogger(__name__)
@@ -27,11 +30,14 @@ log = logging.getLogger(__name__)
 CHECK_SECONDS = 10.0
 
 
-def ensure_credentials(kube: KubeAPI, settings: Settings) -> str:
-    """Role and Secret as they must be; a digest of the password the shared workload's pods must hold.
+def ensure_credentials(kube: KubeAPI, settings: Settings, others: Iterable[Server] = ()) -> tuple[str, list[str]]:
+    """Role and Secret as they must be; a digest of the password the shared workload's pods must hold,
+    and the servers among `others` where the role was just made (their tenants' memberships follow).
 
     The digest (of SHA-256, not the password) goes into the pods' template: whenever the
     password changes, by a rotation or because the Secret was lost and made again, the pods roll.
+    The role has the same name and password on every server of the shared tier (`others`: those
+    besides the operator's own), so that one app reaches each tenant where its routing entry says.
     """
     ref = render.shared_app_secret_ref(settings)
     secret = kube.read(ref)
@@ -52,4 +58,14 @@ def ensure_credentials(kube: KubeAPI, settings: Settings) -> str:
         kube.apply(desired)
     if rotating:
         log.info("shared app role: new password (rotation %r); the shared workload's pods roll", requested)
-    return hashlib.sha256(password.encode()).hexdigest()[:16]
+    created = []
+    for server in others:
+        try:
+            done = shared_app.ensure_app_role(server.admin_dsn(), password)
+        except DatabaseUnavailable as error:
+            log.warning("shared app role on DatabaseServer %s: %s", server.name, error)
+            continue
+        metrics.count_write("postgres", len(done.actions))
+        if "created the shared app role" in done.actions:
+            created.append(server.name)
+    return hashlib.sha256(password.encode()).hexdigest()[:16], created

@@ -23,7 +23,7 @@ def enforce(ctx: Context, tenant: Tenant, placement: DataPlacement, bounds: limi
     limit = limits.max_bytes(bounds)
     if limit is None and not stopped:
         return None
-    dsn = ctx.settings.admin_dsn()
+    dsn = ctx.server.admin_dsn()
     if stopped:
         storage.vacuum(dsn, placement)
     size = storage.size(dsn, placement)

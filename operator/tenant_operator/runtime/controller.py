@@ -23,12 +23,12 @@ from collections.abc import Callable
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import names
-from tenant_operator.api.kinds import DATABASE_SCHEMA, TENANT, TENANT_PLAN, ObjectRef
+from tenant_operator.api.kinds import DATABASE_SCHEMA, DATABASE_SERVER, TENANT, TENANT_PLAN, ObjectRef
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 from tenant_operator.desired.drift import needs_apply
-from tenant_operator.infra import access, connection, events, metrics, shared_database, usage
+from tenant_operator.infra import access, connection, events, metrics, shared_database
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.listing import MAX_AGE_SECONDS, ListedKube
 from tenant_operator.reconcile import shared_app
@@ -37,6 +37,8 @@ from tenant_operator.reconcile.converge import WAIT_FOR_WORKLOADS
 from tenant_operator.reconcile.dispatch import reconcile
 from tenant_operator.reconcile.state import available as _available
 from tenant_operator.runtime.rollout import RolloutGate, tenants_of_schema, write_rollout_status
+from tenant_operator.runtime.servers import STATUS_SECONDS as SERVER_STATUS_SECONDS
+from tenant_operator.runtime.servers import Measurements, ServerKeeper, ensure_default, placed_tenants, waiting_on
 from tenant_operator.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ class Controller:
     plans: dict[str, dict] = dataclasses.field(default_factory=dict)
     schemas: dict[str, dict] = dataclasses.field(default_factory=dict)
     """DatabaseSchemas as the watch last gave them."""
+    servers: dict[str, dict] = dataclasses.field(default_factory=dict)
+    """DatabaseServers as the watch last gave them."""
+    keeper: ServerKeeper | None = None
     workloads: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
     """Whether each of our Deployments (namespace, name) was Available when last seen."""
     schema_turns: set[str] = dataclasses.field(default_factory=set)
@@ -71,13 +76,15 @@ class Controller:
     leading: Callable[[], bool] = lambda: True
     """Whether this replica may reconcile now: always, unless leader election says otherwise."""
     _may_work: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop = dataclasses.field(default_factory=asyncio.new_event_loop)
     _running: set[concurrent.futures.Future] = dataclasses.field(default_factory=set)
     _listing: ListedKube | None = None
     _listing_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     unseen: set[str] | None = None
     credentials: str = ""
     """A digest of the shared app's password its workload's pods hold."""
-    _usage: usage.Snapshot | None = None
+    _usage: Measurements | None = None
+    """Per server: the pass's measurement of its tenants (the leader's)."""
     """Tenants that existed at start-up and have not come through the watch yet; None before prepare()."""
 
     @classmethod
@@ -85,16 +92,20 @@ class Controller:
         plans: dict[str, dict] = {}
         schemas: dict[str, dict] = {}
         tenants: dict[str, dict] = {}
+        database_servers: dict[str, dict] = {}
         gate = RolloutGate(lambda name: tenants_of_schema(tenants.values(), plans, name))  # wake: set in start()
         context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube),
-                          schema_body=schemas.get, rollouts=gate)
+                          schema_body=schemas.get, rollouts=gate, server_body=database_servers.get,
+                          server_bodies=lambda: list(database_servers.values()),
+                          placed=lambda: placed_tenants(tenants.values()))
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)
         # A worker may hold two admin sessions at once: its statements' and a tenant's lock.
         connection.IDLE_SESSIONS.keep = 2 * settings.workers
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.workers,
                                                          thread_name_prefix="reconcile")
+        keeper = ServerKeeper(kube, context.servers, context.health, context.events, database_servers, context.placed)
         return cls(context=context, queue=queue, executor=executor, kube=kube, plans=plans, schemas=schemas,
-                   tenants=tenants)
+                   tenants=tenants, servers=database_servers, keeper=keeper)
 
     def prepare(self) -> None:
         """Plans, shared database and shared workload, before any tenant is reconciled (blocking).
@@ -108,6 +119,9 @@ class Controller:
             self.plans.setdefault(plan["metadata"]["name"], plan)
         for schema in self.kube.list(DATABASE_SCHEMA):
             self.schemas.setdefault(schema["metadata"]["name"], schema)
+        ensure_default(self.kube)
+        for server in self.kube.list(DATABASE_SERVER):
+            self.servers.setdefault(server["metadata"]["name"], server)
         self.unseen = self._tenant_names() - set(self.tenants)
         if not self.unseen:
             log.info("caches synced: no tenant to wait for, %d plans", len(self.plans))
@@ -120,7 +134,7 @@ class Controller:
         if needs_apply(namespace, kube.read(ObjectRef.of(namespace))):
             kube.apply(namespace)
         # The workload's Secret before the workload that mounts it.
-        self.credentials = shared_app.ensure_credentials(kube, settings)
+        self.credentials = shared_app.ensure_credentials(kube, settings)[0]
         self._apply_shared_workload()
 
     def _apply_shared_workload(self) -> None:
@@ -144,7 +158,10 @@ class Controller:
         """The app role's password matching its Secret, and rotated when asked (shared_app.py)."""
         if not self.leading():
             return  # asked again in the thread: a process paused since the loop asked acts on nothing
-        credentials = shared_app.ensure_credentials(self.kube, self.context.settings)
+        others = self.keeper.shared_servers() if self.keeper else []
+        credentials, created = shared_app.ensure_credentials(self.kube, self.context.settings, others)
+        for tenant in {t for server in created for t in waiting_on(server, list(self.tenants.values()))}:
+            self._loop.call_soon_threadsafe(self._wake, tenant)  # members of the role just made there
         if credentials != self.credentials:
             self.credentials = credentials
             self._apply_shared_workload()
@@ -153,6 +170,7 @@ class Controller:
         """Start the workers; with `leading` (leader election) they wait for leadership_gained()."""
         settings = self.context.settings
         self._may_work = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         if leading is None:
             self._may_work.set()
         else:
@@ -165,6 +183,10 @@ class Controller:
         self.tasks.append(asyncio.create_task(
             self._every(ROLLOUT_STATUS_SECONDS, "write the status of the DatabaseSchemas", self._write_rollout_status),
             name="rollout-status"))
+        if self.keeper is not None:
+            self.tasks.append(asyncio.create_task(
+                self._every(SERVER_STATUS_SECONDS, "write the status of the DatabaseServers", self.keeper.keep_all),
+                name="server-status"))
         self.tasks.append(asyncio.create_task(
             self._every(shared_app.CHECK_SECONDS, "check the shared app's credentials", self._shared_credentials_once),
             name="shared-credentials"))
@@ -266,6 +288,20 @@ class Controller:
         for tenant in tenants_of_schema(self.tenants.values(), self.plans, name):
             self._schema_turn(tenant["metadata"]["name"])
 
+    def server_seen(self, event_type: str, body: dict) -> None:
+        """A DatabaseServer changed: its tenants look again (a drain), and so do tenants waiting for room."""
+        name = body["metadata"]["name"]
+        previous = self.servers.pop(name, None) if event_type == "DELETED" else self.servers.get(name)
+        if event_type != "DELETED":
+            self.servers[name] = body
+            if previous is not None and previous.get("spec") == body.get("spec") and \
+                    previous["metadata"].get("labels") == body["metadata"].get("labels"):
+                return  # our own status write coming back
+        self.context.servers.forget(name)
+        self.context.health.forget(name)
+        for tenant in waiting_on(name, self.tenants.values()):
+            self._wake(tenant)
+
     def _write_rollout_status(self) -> None:
         """Each DatabaseSchema's status from its tenants' (written only when it changed)."""
         for name in list(self.schemas):
@@ -338,22 +374,12 @@ class Controller:
                          time.monotonic() - started)
             return self._listing
 
-    def _usage_of(self, sql_name: str) -> usage.DataUsage | None:
-        """The pass's measurement of every tenant's bytes and sessions, taken by the first examination."""
-        if not self.leading():
-            return None
-        if self._usage is None:
-            dsn = self.context.settings.admin_dsn()
-            self._usage = usage.Snapshot(lambda: usage.measure(dsn), max_age=MAX_AGE_SECONDS)
-        try:
-            return self._usage.get().get(sql_name)
-        except connection.DatabaseUnavailable:
-            return None  # the tenant's own reconcile tells the outage; its usage stays as last measured
-
     def _reconcile(self, body: dict, examined: bool, schema_turn: bool = False) -> Outcome:
         """In a worker thread: the body typed once, then one reconcile (from the pass's listing if examined)."""
         tenant = Tenant.from_body(body)
-        context = dataclasses.replace(self.context, kube=self._listed(), usage=self._usage_of) if examined \
+        if self._usage is None:
+            self._usage = Measurements(self.context.servers, lambda: self.leading(), MAX_AGE_SECONDS)
+        context = dataclasses.replace(self.context, kube=self._listed(), usage=self._usage.of) if examined \
             else self.context
         return reconcile(context, tenant, schema_only=True) if schema_turn else reconcile(context, tenant)
 

@@ -138,3 +138,10 @@ async def schema_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
     controller: Controller | None = memo.get("controller")
     if controller:
         controller.schema_seen(event.get("type") or "ADDED", dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, "databaseservers")
+async def server_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller | None = memo.get("controller")
+    if controller:
+        controller.server_seen(event.get("type") or "ADDED", dict(body))
