@@ -23,6 +23,7 @@ from wsgiref.util import setup_testing_defaults
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import PoolTimeout
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shared-app"
@@ -30,8 +31,9 @@ sys.path.insert(0, str(EXAMPLE))
 
 from shared_app import Routes, SingleTenant, make_app  # noqa: E402
 from shared_app.metrics import UNKNOWN  # noqa: E402
+from shared_app.pools import Pools  # noqa: E402
 from shared_app.server import make_server  # noqa: E402
-from shared_app.settings import SettingsError, settings_from_env  # noqa: E402
+from shared_app.settings import SettingsError, server_conninfo, settings_from_env, url_address  # noqa: E402
 
 ACME = {"schema": "tenant_acme", "role": "tenant_acme", "database": "tenants", "state": "active"}
 GLOBEX = {"schema": "tenant_globex", "role": "tenant_globex", "database": "tenants", "state": "active"}
@@ -77,6 +79,10 @@ class FakePool:
         self.conn = conn or FakeConnection()
         self.error = error
         self.taken = 0
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     @contextlib.contextmanager
     def connection(self, timeout=None):
@@ -250,6 +256,111 @@ def test_failing_query_is_500_with_json_error(routes_dir):
     conn = FakeConnection(fail_on="SELECT", error=psycopg.errors.UndefinedTable('relation "notes" does not exist'))
     status, _, body = call(shared_app(routes_dir, FakePool(conn)), "GET", "/notes", "acme")
     assert (status, body) == (500, {"error": "internal error"})
+
+
+# Several database servers: one pool per server address.
+
+DEFAULT_ADDRESS = ("db.shared", 5432)
+ON_DEFAULT = {"server": "default", "host": "db.shared", "port": 5432}
+ON_PG_A = {"server": "pg-a", "host": "pg-a.db", "port": 6432}
+
+
+class PoolMaker:
+    """Opens a FakePool per address it is asked for, and remembers them."""
+
+    def __init__(self) -> None:
+        self.opened: dict[tuple[str, int], FakePool] = {}
+
+    def __call__(self, host: str, port: int) -> FakePool:
+        assert (host, port) not in self.opened, "one pool per address"
+        self.opened[host, port] = FakePool()
+        return self.opened[host, port]
+
+
+def servers_app(routes_dir: Path, limit: int = 16):
+    default, maker = FakePool(), PoolMaker()
+    return make_app(Routes(routes_dir), Pools(default, DEFAULT_ADDRESS, maker, limit=limit)), default, maker
+
+
+def test_route_on_another_server_is_served_from_a_pool_for_its_address(routes_dir):
+    publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": {**GLOBEX, **ON_PG_A}})
+    app, default, maker = servers_app(routes_dir)
+    assert maker.opened == {}, "pools for other servers are made when first needed"
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    assert call(app, "GET", "/notes", "globex")[0] == 200
+    other = maker.opened[("pg-a.db", 6432)]
+    assert (other.taken, default.taken) == (2, 0)
+    assert other.conn.log[:3] == ["BEGIN", 'SET LOCAL ROLE "tenant_acme"', 'SET LOCAL search_path TO "tenant_acme"']
+    assert app.pools.addresses() == [("pg-a.db", 6432)]
+
+
+@pytest.mark.parametrize("entry", [ACME, {**ACME, **ON_DEFAULT}, {**ACME, "server": "default"}],
+                         ids=["no-server", "default-address", "name-only"])
+def test_route_without_another_address_uses_the_default_pool(routes_dir, entry):
+    publish(routes_dir, {"acme": entry})
+    app, default, maker = servers_app(routes_dir)
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    assert default.taken == 1
+    assert maker.opened == {}
+
+
+def test_routes_move_between_pools_as_their_entries_change(routes_dir):
+    app, default, maker = servers_app(routes_dir)
+    call(app, "GET", "/notes", "acme")
+    publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": GLOBEX})
+    app.routes.refresh()
+    call(app, "GET", "/notes", "acme")
+    call(app, "GET", "/notes", "globex")
+    assert (default.taken, maker.opened[("pg-a.db", 6432)].taken) == (2, 1)
+
+
+@pytest.mark.parametrize("server", [
+    {"host": "pg-a.db", "port": "6432"},
+    {"host": "pg-a.db", "port": 0},
+    {"host": "pg-a.db", "port": 70000},
+    {"host": "pg-a.db", "port": True},
+    {"host": "pg-a.db", "port": 64.32},
+    {"host": "pg-a.db"},
+    {"port": 6432},
+    {"host": "", "port": 6432},
+    {"host": 7, "port": 6432},
+    {**ON_PG_A, "server": ""},
+])
+def test_malformed_server_address_is_an_unknown_tenant_not_a_crash(routes_dir, server, caplog):
+    publish(routes_dir, {"acme": ACME, "broken": {**GLOBEX, **server}})
+    with caplog.at_level(logging.WARNING, logger="shared_app.routing"):
+        app, default, maker = servers_app(routes_dir)
+    assert call(app, "GET", "/notes", "broken")[::2] == (404, {"error": "unknown tenant"})
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    assert maker.opened == {}
+    assert "'broken'" in caplog.text
+
+
+def test_pools_are_capped_and_a_route_past_the_cap_is_503(routes_dir):
+    publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": {**GLOBEX, "host": "pg-b.db", "port": 5432}})
+    app, default, maker = servers_app(routes_dir, limit=2)
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    status, headers, _ = call(app, "GET", "/notes", "globex")
+    assert (status, headers["Retry-After"]) == (503, "5")
+    assert list(maker.opened) == [("pg-a.db", 6432)]
+
+
+def test_every_pool_is_closed_at_shutdown(routes_dir):
+    publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": GLOBEX})
+    app, default, maker = servers_app(routes_dir)
+    call(app, "GET", "/notes", "acme")
+    app.pools.close()
+    assert default.closed and maker.opened[("pg-a.db", 6432)].closed
+
+
+def test_another_server_is_reached_with_the_app_roles_login():
+    url = "postgresql://tenancy_app_tenants:s%40cret@db.shared:5432/tenants?sslmode=require&hostaddr=10.0.0.1"
+    assert conninfo_to_dict(server_conninfo(url, "pg-a.db", 6432)) == {
+        "user": "tenancy_app_tenants", "password": "s@cret", "dbname": "tenants", "sslmode": "require",
+        "host": "pg-a.db", "port": "6432"}
+    assert url_address(url) == ("db.shared", 5432)
+    assert url_address("postgresql://app@/tenants") == ("localhost", 5432)
+    assert url_address("postgresql://app@a:1,b:2/tenants") is None
 
 
 # Endpoints that touch no tenant, and the rest of the URL space.

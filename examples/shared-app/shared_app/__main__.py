@@ -9,13 +9,13 @@ import sys
 
 from shared_app.app import make_app
 from shared_app.server import make_server
-from shared_app.settings import SettingsError, open_pool, routes_from_settings, settings_from_env
+from shared_app.settings import SettingsError, open_pools, routes_from_settings, settings_from_env
 
 log = logging.getLogger("shared_app")
 
 
 def _stop(signum, frame) -> None:
-    # Kubernetes stops a pod with SIGTERM: leave serve_forever and close the pool.
+    # Kubernetes stops a pod with SIGTERM: leave serve_forever and close the pools.
     raise SystemExit(0)
 
 
@@ -26,8 +26,8 @@ def main(environ=os.environ) -> int:
     except SettingsError as error:
         log.error("%s", error)
         return 2
-    pool = open_pool(settings)
-    server = make_server(make_app(routes_from_settings(settings), pool, pool_timeout=settings.pool_timeout),
+    pools = open_pools(settings)
+    server = make_server(make_app(routes_from_settings(settings), pools, pool_timeout=settings.pool_timeout),
                          settings.host, settings.port)
     signal.signal(signal.SIGTERM, _stop)
     log.info("serving %s mode on %s:%d", settings.mode, settings.host, server.server_port)
@@ -37,7 +37,7 @@ def main(environ=os.environ) -> int:
         pass
     finally:
         server.server_close()
-        pool.close()
+        pools.close()
     return 0
 
 

@@ -2,8 +2,9 @@
 
 A request to /notes goes through a chain of guards before any SQL: a known
 path and method, a tenant header, a tenant the routing table knows, a state
-that may be served. Only then does it take a pooled connection, inside one
-transaction as that tenant (database.py). /healthz and /metrics touch no tenant.
+that may be served. Only then does it take a connection from the pool of the
+tenant's database server (pools.py), inside one transaction as that tenant
+(database.py). /healthz and /metrics touch no tenant.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from shared_app import notes
 from shared_app.database import AccessRevoked, DatabaseUnavailable, tenant_transaction
 from shared_app.metrics import CONTENT_TYPE, Metrics, tenant_label
+from shared_app.pools import Pools
 from shared_app.responses import HttpError, Response, json_response, unavailable
 from shared_app.routing import MOVING, SUSPENDED, Route
 
@@ -70,10 +72,10 @@ class Request:
 class SharedApp:
     """The WSGI callable; make_app builds it."""
 
-    def __init__(self, routes: RoutingTable, pool: ConnectionPool, metrics: Metrics, pool_timeout: float,
+    def __init__(self, routes: RoutingTable, pools: Pools, metrics: Metrics, pool_timeout: float,
                  clock: Callable[[], float]) -> None:
         self.routes = routes
-        self.pool = pool
+        self.pools = pools
         self.metrics = metrics
         self.pool_timeout = pool_timeout
         self._clock = clock
@@ -143,7 +145,7 @@ class SharedApp:
         return route
 
     def _list_notes(self, route: Route) -> Response:
-        with tenant_transaction(self.pool, route, self.pool_timeout) as conn:
+        with tenant_transaction(self.pools.for_route(route), route, self.pool_timeout) as conn:
             found = notes.list_notes(conn)
         return json_response(200, {"tenant": route.tenant, "notes": found})
 
@@ -152,16 +154,18 @@ class SharedApp:
             body = notes.note_body(request.body())
         except notes.BadNote as error:
             raise HttpError(400, str(error)) from None
-        with tenant_transaction(self.pool, route, self.pool_timeout) as conn:
+        with tenant_transaction(self.pools.for_route(route), route, self.pool_timeout) as conn:
             note = notes.add_note(conn, body)
         return json_response(201, note)
 
 
-def make_app(routes: RoutingTable, pool: ConnectionPool, *, metrics: Metrics | None = None,
+def make_app(routes: RoutingTable, pool: ConnectionPool | Pools, *, metrics: Metrics | None = None,
              pool_timeout: float = POOL_TIMEOUT_SECONDS,
              clock: Callable[[], float] = time.perf_counter) -> SharedApp:
-    """The WSGI application for a routing table (Routes or SingleTenant) and a connection pool.
+    """The WSGI application for a routing table (Routes or SingleTenant) and its connection pools.
 
-    pool_timeout is how long a request waits for a connection before 503.
+    A bare pool is one server: every tenant is served from it. pool_timeout is
+    how long a request waits for a connection before 503.
     """
-    return SharedApp(routes, pool, metrics or Metrics(), pool_timeout, clock)
+    pools = pool if isinstance(pool, Pools) else Pools(pool)
+    return SharedApp(routes, pools, metrics or Metrics(), pool_timeout, clock)

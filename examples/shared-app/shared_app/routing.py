@@ -39,6 +39,8 @@ class Route:
     """Where one tenant's data is and whether it may be served now.
 
     `role` is None in isolated mode, where the login already is the tenant.
+    `host` and `port` are the database server the tenant lives on; None (an
+    entry from before servers, or isolated mode) is the server of DATABASE_URL.
     """
 
     tenant: str
@@ -46,6 +48,14 @@ class Route:
     role: str | None
     database: str | None = None
     state: str = ACTIVE
+    server: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the tenant's server, or None for DATABASE_URL's own."""
+        return (self.host, self.port) if self.host is not None and self.port is not None else None
 
 
 class MalformedRoute(ValueError):
@@ -70,7 +80,23 @@ def parse_route(tenant: str, text: str) -> Route:
     state = entry.get("state")
     if not isinstance(state, str) or state not in STATES:
         raise MalformedRoute(f"'state' is not one of {sorted(STATES)}")
-    return Route(tenant, entry["schema"], entry["role"], database, state)
+    server, host, port = _server(entry)
+    return Route(tenant, entry["schema"], entry["role"], database, state, server, host, port)
+
+
+def _server(entry: dict) -> tuple[str | None, str | None, int | None]:
+    """The entry's server name, host and port; host and port come together or not at all."""
+    server, host, port = entry.get("server"), entry.get("host"), entry.get("port")
+    if server is not None and (not isinstance(server, str) or not server):
+        raise MalformedRoute("'server' is not a non-empty string")
+    if host is None and port is None:
+        return server, None, None
+    if not isinstance(host, str) or not host:
+        raise MalformedRoute("'host' is missing or not a non-empty string")
+    # bool is an int to Python; "5432" is a string: neither is a port.
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise MalformedRoute("'port' is missing or not a number from 1 to 65535")
+    return server, host, port
 
 
 def _visible_names(directory: Path) -> list[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from shared_app.pools import Address, Pools
 from shared_app.routing import Routes, SingleTenant
 
 
@@ -71,14 +73,40 @@ def routes_from_settings(settings: Settings) -> Routes | SingleTenant:
     raise SettingsError("set TENANT_ROUTES_DIR (shared mode) or TENANT_ID (isolated mode)")
 
 
-def open_pool(settings: Settings) -> ConnectionPool:
+def open_pool(settings: Settings, conninfo: str | None = None, name: str = "shared-app") -> ConnectionPool:
     """A pool that opens its connections in the background, so the app starts while the database is down.
 
     check= tests an idle connection before handing it out: the operator ends
     the app's sessions when it revokes a membership, and such a connection
-    is replaced instead of failing a request.
+    is replaced instead of failing a request. `conninfo` is another server's
+    (server_conninfo); by default DATABASE_URL's.
     """
-    pool = ConnectionPool(settings.database_url, min_size=1, max_size=settings.pool_size, open=False,
-                          check=ConnectionPool.check_connection, timeout=settings.pool_timeout, name="shared-app")
+    pool = ConnectionPool(conninfo or settings.database_url, min_size=1, max_size=settings.pool_size, open=False,
+                          check=ConnectionPool.check_connection, timeout=settings.pool_timeout, name=name)
     pool.open(wait=False)
     return pool
+
+
+def server_conninfo(database_url: str, host: str, port: int) -> str:
+    """DATABASE_URL's login and database on another server: the app role is the same on every one."""
+    params = conninfo_to_dict(database_url)
+    params.pop("hostaddr", None)  # it would win over the new host
+    params.update(host=host, port=port)
+    return make_conninfo("", **params)
+
+
+def url_address(database_url: str) -> Address | None:
+    """DATABASE_URL's (host, port) as routing entries write it (libpq's defaults), None if it names several."""
+    params = conninfo_to_dict(database_url)
+    try:
+        return str(params.get("host") or "localhost"), int(params.get("port") or 5432)
+    except ValueError:
+        return None
+
+
+def open_pools(settings: Settings) -> Pools:
+    """DATABASE_URL's pool now, and one per other server address when a route first names it."""
+    def open_other(host: str, port: int) -> ConnectionPool:
+        return open_pool(settings, server_conninfo(settings.database_url, host, port), f"shared-app {host}:{port}")
+
+    return Pools(open_pool(settings), url_address(settings.database_url), open_other)
