@@ -42,23 +42,27 @@ class Destination:
 
 
 class Reservations:
-    """Servers this process chose for tenants whose status does not say so yet."""
+    """Servers this process chose for tenants whose status does not say so yet (for `seconds` at most:
+    by then the cache has the tenant's status, or the tenant is gone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 60.0) -> None:
+        self.seconds = seconds
         self._lock = threading.Lock()
-        self._chosen: dict[str, str] = {}
+        self._chosen: dict[str, tuple[str, float]] = {}
 
     def hold(self, tenant: str, server: str) -> None:
         with self._lock:
-            self._chosen[tenant] = server
+            self._chosen[tenant] = (server, time.monotonic())
 
     def drop(self, tenant: str) -> None:
         with self._lock:
             self._chosen.pop(tenant, None)
 
     def items(self) -> list[tuple[str, str]]:
+        now = time.monotonic()
         with self._lock:
-            return list(self._chosen.items())
+            self._chosen = {tenant: held for tenant, held in self._chosen.items() if now - held[1] < self.seconds}
+            return [(tenant, server) for tenant, (server, _) in self._chosen.items()]
 
 
 RESERVED = Reservations()

@@ -35,7 +35,9 @@ from tenant_operator.reconcile import shared_app
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import WAIT_FOR_WORKLOADS
 from tenant_operator.reconcile.dispatch import reconcile
+from tenant_operator.reconcile.placement import RESERVED
 from tenant_operator.reconcile.state import available as _available
+from tenant_operator.runtime.bodies import asks_for_reconcile, at_rest
 from tenant_operator.runtime.rollout import RolloutGate, tenants_of_schema, write_rollout_status
 from tenant_operator.runtime.servers import STATUS_SECONDS as SERVER_STATUS_SECONDS
 from tenant_operator.runtime.servers import Measurements, ServerKeeper, ensure_default, placed_tenants, waiting_on
@@ -253,12 +255,13 @@ class Controller:
             self.queue.drop(name)
             metrics.forget_tenant(name)
             self.context.passwords.forget(name)
+            RESERVED.drop(name)
             return
         previous = self.tenants.get(name)
         self.tenants[name] = body
         if previous is None:
             self._examine(name)  # at start-up, every tenant is first seen: one pass over all
-        elif _asks_for_reconcile(previous, body):
+        elif asks_for_reconcile(previous, body):
             self._wake(name)
 
     def plan_seen(self, event_type: str, body: dict) -> None:
@@ -392,7 +395,7 @@ class Controller:
                 if body is None or not self.leading():
                     # A follower drops the key: leadership_gained() queues every tenant again.
                     continue
-                examined = name in self.examining and _at_rest(body)
+                examined = name in self.examining and at_rest(body)
                 schema_turn = name in self.schema_turns and not examined
                 self.schema_turns.discard(name)
                 self.examining.discard(name)
@@ -425,26 +428,3 @@ class Controller:
                     self._listing = None  # the pass is over: its thousands of objects need not stay in memory
             finally:
                 self.queue.done(name)
-
-
-# What a person or another controller changes on a Tenant. A change of status alone is
-# the operator's own write coming back through the watch: reconciling it again would only
-# read every object to find nothing to do (resync still looks at every tenant).
-_WATCHED_METADATA = ("generation", "deletionTimestamp", "annotations", "labels")
-
-
-def _at_rest(body: dict) -> bool:
-    """Reconciled at its current spec, not migrating, not being deleted: examined from a listing."""
-    status = body.get("status") or {}
-    meta = body["metadata"]
-    return (not meta.get("deletionTimestamp") and not status.get("migration")
-            and "observedGeneration" in status and status["observedGeneration"] == meta.get("generation"))
-
-
-def _asks_for_reconcile(previous: dict, current: dict) -> bool:
-    before, after = previous.get("metadata") or {}, current.get("metadata") or {}
-    if any(before.get(key) != after.get(key) for key in _WATCHED_METADATA):
-        return True
-    # Of the finalizers only ours matters, and only its absence: adding it is our own first
-    # write of every new tenant, and reconciling on its echo would read the whole tenant again.
-    return names.FINALIZER not in (after.get("finalizers") or [])
