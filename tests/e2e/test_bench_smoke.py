@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
      ["floor_s", "floor_with_status_s", "operator_s", "ratio", "ratio_with_status"]),
     ("shared_app.py", ["--seconds", "1", "--clients", "2"], ["requests", "errors", "rps", "p50_ms", "p99_ms"]),
     ("noisy_neighbour.py", ["--seconds", "1", "--heavy", "2"], ["b_queries", "b_p50_ms", "b_p99_ms", "a_done"]),
+    ("database_servers.py", ["--tenants", "6", "--drain", "2", "--drain-mb", "1"],
+     ["floor_s", "operator_s", "ratio", "on_a", "on_b", "drain_s", "s_per_tenant", "freeze_p50_s", "freeze_max_s",
+      "rows_verified"]),
 ])
 def test_benchmark_runs_and_reports_its_figures(script, args, figures, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,

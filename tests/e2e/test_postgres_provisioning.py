@@ -344,3 +344,27 @@ def test_hostile_identifier_is_one_object_on_the_server(admin):
     finally:
         admin.execute(sql.drop_schema(hostile))
         admin.execute("DROP TABLE public.x")
+
+
+def test_quarantined_copies_past_their_retention_are_found_on_the_whole_server(postgres, shared_db):
+    """What the server sweep drops: every tenant's expired copies, never a live schema or a young copy."""
+    from tenant_operator.infra.tierdata import drop_quarantine, expired_quarantines
+
+    shared = shared_db
+    admin = postgres.dsn(dbname=shared)
+    old, young, lookalike = "tenant_sweep_a$1000", "tenant_sweep_b$4000000000", "tenantxsweep$1000"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for schema in (old, young, lookalike, "tenant_sweep_live"):
+            conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
+    try:
+        found = expired_quarantines(postgres.dsn(), shared, None, retention=60)
+        assert ("schema", old) in found
+        assert all(name not in (young, lookalike, "tenant_sweep_live") for _, name in found)
+        assert expired_quarantines(postgres.dsn(), shared, "tenant_sweep_b", retention=0, now=4_000_000_001) == [
+            ("schema", young)]
+        drop_quarantine(postgres.dsn(), shared, "schema", old)
+        assert ("schema", old) not in expired_quarantines(postgres.dsn(), shared, None, retention=60)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for schema in (old, young, lookalike, "tenant_sweep_live"):
+                conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {}").format(psycopg.sql.Identifier(schema)))

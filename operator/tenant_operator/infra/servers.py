@@ -96,10 +96,13 @@ def admin_url_from_secret(secret: dict[str, Any] | None, key: str, where: str) -
         raise ServerUnusable("AdminSecretInvalid", f"Secret {where} has no key {key!r} (an admin DSN)")
     url = base64.b64decode(encoded).decode().strip()
     try:
-        conninfo_to_dict(url)
+        params = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         raise ServerUnusable("AdminSecretInvalid", f"key {key!r} of Secret {where} is not a libpq URL or "
                                                    "key=value conninfo") from None
+    if params.get("dbname") in (None, "", "*"):
+        # CloudNativePG's superuser Secret names the database `*` (any): sessions start in `postgres`.
+        url = make_conninfo(url, dbname="postgres")
     return url
 
 

@@ -340,22 +340,25 @@ def unmark(admin_dsn: str, target: DataPlacement) -> None:
             admin.execute(q.SQL("COMMENT ON DATABASE {} IS NULL").format(q.Identifier(target.database)))
 
 
-def expired_quarantines(admin_dsn: str, shared_database: str, sql_name: str, retention: float,
+def expired_quarantines(admin_dsn: str, shared_database: str, sql_name: str | None, retention: float,
                         now: float | None = None) -> list[tuple[str, str]]:
-    """(kind, name) of this tenant's quarantined copies older than the retention period."""
+    """(kind, name) of the quarantined copies older than the retention period: this tenant's (`sql_name`),
+    or every tenant's on the server (None)."""
     now = now or time.time()
-    pattern = f"{sql_name}{QUARANTINE_SEPARATOR}%"
+    pattern = f"{sql_name or 'tenant_'}%{QUARANTINE_SEPARATOR}%".replace("_", "\\_")
     with _connect(_dsn(admin_dsn, shared_database)) as conn:
         schemas = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
                                               [pattern]).fetchall()]
         databases = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
                                                 [pattern]).fetchall()]
-    prefix = f"{sql_name}{QUARANTINE_SEPARATOR}"
     found = [("schema", name) for name in schemas] + [("database", name) for name in databases]
-    # LIKE treats "_" as a wildcard: keep only exact prefixes followed by a timestamp.
-    return [(kind, name) for kind, name in found
-            if name.startswith(prefix) and name[len(prefix):].isdigit()
-            and int(name[len(prefix):]) + retention <= now]
+    expired = []
+    for kind, name in found:
+        owner, _, stamp = name.rpartition(QUARANTINE_SEPARATOR)
+        if (owner == sql_name or (sql_name is None and owner.startswith("tenant_"))) and stamp.isdigit() \
+                and int(stamp) + retention <= now:
+            expired.append((kind, name))
+    return expired
 
 
 def drop_quarantine(admin_dsn: str, shared_database: str, kind: str, name: str) -> None:

@@ -105,7 +105,8 @@ class Controller:
         connection.IDLE_SESSIONS.keep = 2 * settings.workers
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.workers,
                                                          thread_name_prefix="reconcile")
-        keeper = ServerKeeper(kube, context.servers, context.health, context.events, database_servers, context.placed)
+        keeper = ServerKeeper(kube, context.servers, context.health, context.events, database_servers, context.placed,
+                              retention=settings.quarantine_retention_seconds)
         return cls(context=context, queue=queue, executor=executor, kube=kube, plans=plans, schemas=schemas,
                    tenants=tenants, servers=database_servers, keeper=keeper)
 

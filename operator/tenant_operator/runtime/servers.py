@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from tenant_operator.api import conditions as cond
 from tenant_operator.api.kinds import DATABASE_SERVER, ObjectRef
 from tenant_operator.api.server import MAX_LISTED_TENANTS, DatabaseServer, free_places
-from tenant_operator.infra import connection, metrics, servers, shared_database, usage
+from tenant_operator.infra import connection, metrics, servers, shared_database, tierdata, usage
 from tenant_operator.infra.events import Recorder, object_event
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.servers import Probe, ServerUnusable
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "tenancy.dev/database-server"
 STATUS_SECONDS = 5.0
+# Quarantined copies past their retention are looked for this often, on every server.
+SWEEP_SECONDS = 60.0
 DRAINING = "Draining"
 
 
@@ -89,10 +92,17 @@ class ServerKeeper:
     events: Recorder
     bodies: dict[str, dict]
     placed: Callable[[], dict[str, dict[str, str]]]
+    retention: float = 7 * 24 * 3600.0
+    """How long a move's quarantined source is kept (settings.quarantine_retention_seconds)."""
     shared_ready: set[str] = dataclasses.field(default_factory=set)
     """Servers whose shared database this process made sure of."""
+    swept: float = 0.0
 
     def keep_all(self) -> None:
+        if time.monotonic() - self.swept > SWEEP_SECONDS:
+            self.swept = time.monotonic()
+            for name in list(self.bodies):
+                self.sweep(name)
         placed = self.placed()
         for name in list(self.bodies):
             try:
@@ -127,6 +137,19 @@ class ServerKeeper:
             self.events.post_body(object_event("DatabaseServer", name, metadata.get("uid"),
                                                metadata.get("resourceVersion"), changed["reason"],
                                                f"{changed['type']}: {changed['message']}", warning))
+
+    def sweep(self, name: str) -> None:
+        """Drop the quarantined copies on the server older than the retention period."""
+        try:
+            server = self.pool.get(name)
+            for kind, copy in tierdata.expired_quarantines(server.admin_dsn(), server.shared_database, None,
+                                                           self.retention):
+                tierdata.drop_quarantine(server.admin_dsn(), server.shared_database, kind, copy)
+                metrics.count_write("postgres")
+                log.info("DatabaseServer %s: dropped quarantined %s %s (older than %.0fs)", name, kind, copy,
+                         self.retention)
+        except (ServerUnusable, connection.DatabaseUnavailable) as error:
+            log.info("DatabaseServer %s: quarantined copies not looked at: %s", name, error)
 
     def shared_servers(self) -> list[servers.Server]:
         """The Ready servers of the shared tier besides `default`: where the shared app's role must be too."""
