@@ -153,3 +153,27 @@ def test_a_tenant_from_before_servers_lives_on_default():
     assert placement.home_of(old) == "default"
     where = placement.destination(world([]), old, plan_choosing(None))
     assert (where.server.name, where.moving) == ("default", False)
+
+
+# --- what the server status counts ----------------------------------------------------------------
+
+def test_the_cache_tells_each_tenants_server_its_moves_and_pins():
+    from tenant_operator.runtime.servers import placed_tenants, waiting_on
+
+    bodies = [
+        {"metadata": {"name": "old"}, "spec": {}, "status": {"tier": "shared", "database": {}}},
+        {"metadata": {"name": "new"}, "spec": {}, "status": {}},
+        {"metadata": {"name": "moving"}, "spec": {"database": {"server": "pg-b"}},
+         "status": {"tier": "shared", "database": {"server": "pg-a"},
+                    "migration": {"from": "shared", "to": "shared", "fromServer": "pg-a", "toServer": "pg-b"}}},
+        {"metadata": {"name": "waiting"}, "spec": {"database": {"server": "pg-c"}},
+         "status": {"conditions": [{"type": "DatabaseReady", "status": "False", "reason": "NoServerAvailable"}]}},
+    ]
+
+    placed = placed_tenants(bodies)
+
+    assert placed["old"] == {"server": "default"}  # provisioned before servers existed
+    assert "new" not in placed
+    assert placed["moving"] == {"server": "pg-a", "pin": "pg-b", "fromServer": "pg-a", "toServer": "pg-b"}
+    assert sorted(waiting_on("pg-b", bodies)) == ["moving", "waiting"]  # a server change wakes those waiting
+    assert sorted(waiting_on("pg-c", bodies)) == ["waiting"]

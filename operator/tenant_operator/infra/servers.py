@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.settings import Settings
+from tenant_operator.infra import shared_database
 from tenant_operator.infra.connection import DatabaseUnavailable, admin_session
 from tenant_operator.infra.kube import KubeAPI
 
@@ -173,7 +174,8 @@ class Probe:
 
 
 def probe(server: Server) -> Probe:
-    """Reachable, its version, the admin's rights (superuser, or CREATEROLE and CREATEDB), wal_level."""
+    """Reachable, its version, the admin's rights (superuser, or CREATEROLE and CREATEDB), wal_level;
+    the shared database made (and locked down) on a server of the shared tier."""
     try:
         with admin_session(server.maintenance_dsn()) as conn:
             row = conn.execute(
@@ -189,6 +191,15 @@ def probe(server: Server) -> Probe:
     if not superuser and not (createrole and createdb):
         return Probe(False, "AdminLacksRights", "the admin role needs SUPERUSER, or CREATEROLE and CREATEDB",
                      version, wal_level)
+    if "shared" in server.tiers:
+        # Made here, before the first tenant is placed on it, rather than by that tenant's reconcile.
+        try:
+            shared_database.ensure_shared_database(server.maintenance_dsn(), server.shared_database)
+        except DatabaseUnavailable as error:
+            return Probe(False, "Unreachable", str(error), version, wal_level)
+        except psycopg.Error as error:
+            return Probe(False, "SharedDatabaseFailed", f"the shared database {server.shared_database}: "
+                                                        f"{' '.join(str(error).split())}", version, wal_level)
     return Probe(True, "Reachable", f"PostgreSQL {version}, wal_level {wal_level}", version, wal_level)
 
 

@@ -301,6 +301,8 @@ class Controller:
             if previous is not None and previous.get("spec") == body.get("spec") and \
                     previous["metadata"].get("labels") == body["metadata"].get("labels"):
                 return  # our own status write coming back
+        if self.keeper is not None:
+            self.keeper.drain_changed(name, event_type != "DELETED" and bool((body.get("spec") or {}).get("drain")))
         self.context.servers.forget(name)
         self.context.health.forget(name)
         for tenant in waiting_on(name, self.tenants.values()):

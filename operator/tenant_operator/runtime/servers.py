@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from tenant_operator.api import conditions as cond
 from tenant_operator.api.kinds import DATABASE_SERVER, ObjectRef
 from tenant_operator.api.server import MAX_LISTED_TENANTS, DatabaseServer, free_places
-from tenant_operator.infra import connection, metrics, servers, shared_database, tierdata, usage
+from tenant_operator.infra import connection, metrics, servers, tierdata, usage
 from tenant_operator.infra.events import Recorder, object_event
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.servers import Probe, ServerUnusable
@@ -51,6 +51,9 @@ def placed_tenants(tenants: Iterable[dict[str, Any]]) -> dict[str, dict[str, str
         server = database.get("server") or (servers.DEFAULT if status.get("tier") else None)
         if server:
             where["server"] = server
+        pin = ((body.get("spec") or {}).get("database") or {}).get("server")
+        if pin:
+            where["pin"] = pin
         if migration:
             where["fromServer"] = migration.get("fromServer") or server or servers.DEFAULT
             where["toServer"] = migration.get("toServer") or where["fromServer"]
@@ -62,12 +65,12 @@ def placed_tenants(tenants: Iterable[dict[str, Any]]) -> dict[str, dict[str, str
 def waiting_on(server: str, tenants: Iterable[dict[str, Any]]) -> list[str]:
     """Tenants a change of `server` concerns: those on it or moving to or from it, and those no server took."""
     bodies = list(tenants)
-    found = [tenant for tenant, where in placed_tenants(bodies).items() if server in where.values()]
+    found = {tenant for tenant, where in placed_tenants(bodies).items() if server in where.values()}
     for body in bodies:
         told = cond.find((body.get("status") or {}).get("conditions", []), cond.DATABASE_READY) or {}
         if told.get("reason") == NO_SERVER:
-            found.append(body["metadata"]["name"])
-    return found
+            found.add(body["metadata"]["name"])
+    return sorted(found)
 
 
 def ensure_default(kube: Kube) -> None:
@@ -97,6 +100,15 @@ class ServerKeeper:
     shared_ready: set[str] = dataclasses.field(default_factory=set)
     """Servers whose shared database this process made sure of."""
     swept: float = 0.0
+    drains: dict[str, tuple[int, set[str]]] = dataclasses.field(default_factory=dict)
+    """Per draining server: the moves its status told before this process looked, and who lived there then."""
+
+    def drain_changed(self, name: str, draining: bool) -> None:
+        """From the watch, at once: who lives on a server when its drain begins (the status comes seconds later)."""
+        if not draining:
+            self.drains.pop(name, None)
+        elif name not in self.drains:
+            self.drains[name] = (0, {tenant for tenant, where in self.placed().items() if where.get("server") == name})
 
     def keep_all(self) -> None:
         if time.monotonic() - self.swept > SWEEP_SECONDS:
@@ -127,7 +139,8 @@ class ServerKeeper:
         probe = self._probe(name)
         metrics.track_server(name, probe.ok, len(on))
         current = body.get("status") or {}
-        status = self._status(server, probe, on, moving, current)
+        pinned = [tenant for tenant in on if placed[tenant].get("pin") == name]
+        status = self._status(server, probe, on, moving, pinned, current)
         if all(current.get(key) == value for key, value in status.items()):
             return
         written = self.kube.apply_status(DATABASE_SERVER, name, status) or {}
@@ -170,22 +183,20 @@ class ServerKeeper:
             self.health.forget(name)
             return Probe(False, error.reason, str(error))
         probe = self.health.record(server, servers.probe(server))
-        if probe.ok and "shared" in server.tiers and name not in self.shared_ready:
-            try:
-                shared_database.ensure_shared_database(server.maintenance_dsn(), server.shared_database)
-                self.shared_ready.add(name)
-            except connection.DatabaseUnavailable as error:
-                probe = self.health.record(server, Probe(False, "Unreachable", str(error)))
+        if probe.ok and "shared" in server.tiers:
+            self.shared_ready.add(name)
         return probe
 
-    def _status(self, server: DatabaseServer, probe: Probe, on: list[str], moving: list[str],
+    def _status(self, server: DatabaseServer, probe: Probe, on: list[str], moving: list[str], pinned: list[str],
                 current: dict[str, Any]) -> dict[str, Any]:
         spec = server.spec
         updates = [cond.Condition(cond.READY, probe.ok, probe.reason, probe.message)]
         if spec.drain:
             left = len(on)
+            stay = f"; {len(pinned)} pinned here stay until their spec.database.server changes " \
+                   f"({', '.join(pinned[:5])})" if pinned else ""
             updates.append(cond.Condition(DRAINING, left > 0, "Draining" if left else "Drained",
-                                          f"{left} tenant(s) left, {len(moving)} moving now" if left
+                                          f"{left} tenant(s) left, {len(moving)} moving now{stay}" if left
                                           else "no tenant lives here any more"))
         else:
             updates.append(cond.Condition(DRAINING, False, "NotDraining", "spec.drain is false"))
@@ -201,10 +212,11 @@ class ServerKeeper:
         if probe.wal_level:
             status["walLevel"] = probe.wal_level
         if spec.drain:
-            told = (current.get("draining") or {})
-            start = int(told.get("remaining", len(on))) + int(told.get("moved", 0))
+            # After a restart, the moves the status told already count, and those from now on.
+            before, lived = self.drains.setdefault(server.name, (int((current.get("draining") or {}).get("moved", 0)),
+                                                                 set(on)))
             status["draining"] = {"remaining": len(on), "moving": moving[:MAX_LISTED_TENANTS],
-                                  "moved": max(0, start - len(on))}
+                                  "moved": before + len(lived - set(on))}
         return status
 
     def _guard_deletion(self, server: DatabaseServer, on: list[str]) -> None:
