@@ -175,7 +175,7 @@ class Probe:
 
 def probe(server: Server) -> Probe:
     """Reachable, its version, the admin's rights (superuser, or CREATEROLE and CREATEDB), wal_level;
-    the shared database made (and locked down) on a server of the shared tier."""
+    the shared database made (and locked down)."""
     try:
         with admin_session(server.maintenance_dsn()) as conn:
             row = conn.execute(
@@ -191,15 +191,15 @@ def probe(server: Server) -> Probe:
     if not superuser and not (createrole and createdb):
         return Probe(False, "AdminLacksRights", "the admin role needs SUPERUSER, or CREATEROLE and CREATEDB",
                      version, wal_level)
-    if "shared" in server.tiers:
-        # Made here, before the first tenant is placed on it, rather than by that tenant's reconcile.
-        try:
-            shared_database.ensure_shared_database(server.maintenance_dsn(), server.shared_database)
-        except DatabaseUnavailable as error:
-            return Probe(False, "Unreachable", str(error), version, wal_level)
-        except psycopg.Error as error:
-            return Probe(False, "SharedDatabaseFailed", f"the shared database {server.shared_database}: "
-                                                        f"{' '.join(str(error).split())}", version, wal_level)
+    # Made here, before the first tenant is placed on it, rather than by that tenant's reconcile; on a
+    # server of the isolated tier alone too, since the tenants' locks (tenantlock.py) are taken in it.
+    try:
+        shared_database.ensure_shared_database(server.maintenance_dsn(), server.shared_database)
+    except DatabaseUnavailable as error:
+        return Probe(False, "Unreachable", str(error), version, wal_level)
+    except psycopg.Error as error:
+        return Probe(False, "SharedDatabaseFailed", f"the shared database {server.shared_database}: "
+                                                    f"{' '.join(str(error).split())}", version, wal_level)
     return Probe(True, "Reachable", f"PostgreSQL {version}, wal_level {wal_level}", version, wal_level)
 
 
