@@ -90,3 +90,20 @@ def test_the_shared_workload_changing_wakes_the_shared_tenants_and_forgets_its_c
     one.workload_seen("MODIFIED", deployment(available=True, **shared))
     assert len(one.queue) == 1  # acme, not the isolated tenant
     assert one.context.shared_workload.get(lambda: True) is True
+
+
+def test_a_tenant_is_reconciled_again_only_from_a_view_that_has_the_last_status_write(monkeypatch):
+    from tenant_operator.runtime import bodies
+
+    writes = bodies.OwnWrites()
+    writes.wrote("acme", "120")
+    assert writes.behind("acme")
+    writes.seen("acme", {"metadata": {"resourceVersion": "119"}})
+    assert writes.behind("acme"), "a view from before the write"
+    writes.seen("acme", {"metadata": {"resourceVersion": "121"}})  # ours, folded into a later event
+    assert not writes.behind("acme")
+
+    writes.wrote("acme", "130")
+    later = bodies.time.monotonic() + bodies.OWN_WRITE_SECONDS + 1
+    monkeypatch.setattr(bodies.time, "monotonic", lambda: later)
+    assert not writes.behind("acme"), "a write whose event never came holds the tenant back no longer"

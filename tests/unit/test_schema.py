@@ -107,6 +107,17 @@ def test_a_failure_in_this_process_halts_before_the_watch_tells_it():
     assert "halted" in gate.may_start(app, view("b"), 2).reason
 
 
+def test_a_tenant_is_not_halted_by_its_own_failure_when_a_view_without_its_record_comes_by():
+    """Its record stops it (ensure_schema); a stale view lacking the record must not leave it "halted" for ever,
+    telling SchemaRolloutPending where its failure should be: it tries again and records the failure anew."""
+    gate, app = gate_over([tenant_body("a", 1), tenant_body("b", 1)]), schema(maxFailures=1)
+    assert gate.may_start(app, view("a"), 2) is None
+    gate.finished(app, view("a"), failed=True)
+
+    assert gate.may_start(app, view("a"), 2) is None
+    assert "halted" in gate.may_start(app, view("b"), 2).reason
+
+
 def test_the_others_wait_for_every_canary_to_serve_the_latest_version():
     canary = {"selector": {"matchLabels": {"ring": "canary"}}, "healthySeconds": 0}
     bodies = [tenant_body("c", 1, ring="canary"), tenant_body("x", 1)]

@@ -130,6 +130,8 @@ class Context:
     health: servers_.Health = dataclasses.field(default_factory=servers_.Health)
     placed: Callable[[], dict[str, dict]] = lambda: {}
     """Each tenant's (server, tier) as the operator's cache has it, for capacity and drain (placement.py)."""
+    wrote: Callable[[str, str | None], None] = lambda tenant, resource_version: None
+    """Told of every status write: the controller reconciles the tenant again only from a view that has it."""
     server: servers_.Server = None  # type: ignore[assignment]  # the default server until dispatch says
     """The server the reconciled tenant's data lives on (a move names its source's and target's)."""
 

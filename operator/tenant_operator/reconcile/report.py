@@ -91,7 +91,9 @@ def write_status(ctx: Context, tenant: Tenant, status: dict[str, Any], fenced: b
             raise Superseded(f"tenant {tenant.name} changed since resourceVersion {tenant.resource_version}") \
                 from None
         raise
-    return tenant.with_status(status, ((written or {}).get("metadata") or {}).get("resourceVersion"))
+    version = ((written or {}).get("metadata") or {}).get("resourceVersion")
+    ctx.wrote(tenant.name, version)
+    return tenant.with_status(status, version)
 
 
 # The quota resources status.usage tells (those the plan sets of them): what a dashboard compares.

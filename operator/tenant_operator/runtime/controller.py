@@ -37,7 +37,7 @@ from tenant_operator.reconcile.converge import WAIT_FOR_WORKLOADS
 from tenant_operator.reconcile.dispatch import reconcile
 from tenant_operator.reconcile.placement import RESERVED
 from tenant_operator.reconcile.state import available as _available
-from tenant_operator.runtime.bodies import asks_for_reconcile, at_rest
+from tenant_operator.runtime.bodies import OwnWrites, asks_for_reconcile, at_rest
 from tenant_operator.runtime.rollout import RolloutGate, tenants_of_schema, write_rollout_status
 from tenant_operator.runtime.servers import STATUS_SECONDS as SERVER_STATUS_SECONDS
 from tenant_operator.runtime.servers import Measurements, ServerKeeper, ensure_default, placed_tenants, waiting_on
@@ -45,6 +45,8 @@ from tenant_operator.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
+# A tenant whose last status write the watch has not brought back yet looks again this much later.
+OWN_WRITE_WAIT = 0.1
 # On shutdown, events not yet posted get this long; they tell what the last reconciles did.
 EVENTS_FLUSH_SECONDS = 5.0
 # How often the DatabaseSchemas' rollout status is brought up to date from the tenants.
@@ -68,6 +70,7 @@ class Controller:
     servers: dict[str, dict] = dataclasses.field(default_factory=dict)
     """DatabaseServers as the watch last gave them."""
     keeper: ServerKeeper | None = None
+    own_writes: OwnWrites = dataclasses.field(default_factory=OwnWrites)
     workloads: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
     """Whether each of our Deployments (namespace, name) was Available when last seen."""
     schema_turns: set[str] = dataclasses.field(default_factory=set)
@@ -95,11 +98,12 @@ class Controller:
         schemas: dict[str, dict] = {}
         tenants: dict[str, dict] = {}
         database_servers: dict[str, dict] = {}
+        own_writes = OwnWrites()
         gate = RolloutGate(lambda name: tenants_of_schema(tenants.values(), plans, name))  # wake: set in start()
         context = Context(kube=kube, settings=settings, plan_body=plans.get, events=events.BackgroundRecorder(kube),
                           schema_body=schemas.get, rollouts=gate, server_body=database_servers.get,
                           server_bodies=lambda: list(database_servers.values()),
-                          placed=lambda: placed_tenants(tenants.values()))
+                          placed=lambda: placed_tenants(tenants.values()), wrote=own_writes.wrote)
         queue = WorkQueue(settings.backoff_base_seconds, settings.backoff_max_seconds)
         # A worker may hold two admin sessions at once: its statements' and a tenant's lock.
         connection.IDLE_SESSIONS.keep = 2 * settings.workers
@@ -108,7 +112,7 @@ class Controller:
         keeper = ServerKeeper(kube, context.servers, context.health, context.events, database_servers, context.placed,
                               retention=settings.quarantine_retention_seconds)
         return cls(context=context, queue=queue, executor=executor, kube=kube, plans=plans, schemas=schemas,
-                   tenants=tenants, servers=database_servers, keeper=keeper)
+                   tenants=tenants, servers=database_servers, keeper=keeper, own_writes=own_writes)
 
     def prepare(self) -> None:
         """Plans, shared database and shared workload, before any tenant is reconciled (blocking).
@@ -260,6 +264,7 @@ class Controller:
             return
         previous = self.tenants.get(name)
         self.tenants[name] = body
+        self.own_writes.seen(name, body)
         if previous is None:
             self._examine(name)  # at start-up, every tenant is first seen: one pass over all
         elif asks_for_reconcile(previous, body):
@@ -397,6 +402,9 @@ class Controller:
                 body = self.tenants.get(name)
                 if body is None or not self.leading():
                     # A follower drops the key: leadership_gained() queues every tenant again.
+                    continue
+                if self.own_writes.behind(name):
+                    self.queue.add_after(name, OWN_WRITE_WAIT)  # from a view that has our last write
                     continue
                 examined = name in self.examining and at_rest(body)
                 schema_turn = name in self.schema_turns and not examined

@@ -66,7 +66,9 @@ class RolloutGate:
         rollout = schema.spec.rollout
         if rollout.paused:
             return Wait("the rollout is paused (spec.rollout.paused)")
-        failed = self.failed(schema)
+        # Its own failure is told by its record (ensure_schema stops there); should a view without that
+        # record come by, the tenant tries again rather than waiting for a halt it caused itself.
+        failed = self.failed(schema) - {tenant.name}
         if len(failed) >= rollout.max_failures:
             return Wait(f"the rollout is halted: {len(failed)} tenant(s) failed (maxFailures {rollout.max_failures})")
         if rollout.canary and not self._is_canary(schema, tenant.name):
