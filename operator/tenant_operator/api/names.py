@@ -34,6 +34,8 @@ ROTATED_FOR_ANNOTATION = f"{GROUP}/rotated-for"
 """On the shared app's Secret: which rotate-password request its password answers."""
 ROTATE_PASSWORD_ANNOTATION = f"{GROUP}/rotate-password"
 """Set (or change) it on a Tenant to get a new database password: role and Secret change together."""
+MOVE_MODE_ANNOTATION = f"{GROUP}/move-mode"
+"""online, offline or auto: how this tenant's moves copy its data (the setting MOVE_MODE otherwise)."""
 
 
 def tenant_namespace(tenant_name: str) -> str:

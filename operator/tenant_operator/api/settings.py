@@ -21,6 +21,7 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ENV_PREFIX = "TENANT_OPERATOR_"
+MOVE_MODES = ("auto", "online", "offline")
 
 
 def _setting(default: Any = dataclasses.MISSING, *, help: str, **options: Any) -> Any:
@@ -59,6 +60,18 @@ class Settings:
         7 * 24 * 3600.0, help="how long the source schema or database of a tier migration is kept, renamed, before "
                               "it is dropped")
     drain_parallel: int = _setting(2, help="tenants moved off a draining DatabaseServer at the same time")
+    move_mode: str = _setting(
+        "auto", help="how moves copy a tenant's data: online (logical replication while it writes; the freeze "
+                     "covers the tail), offline (the copy inside the freeze), or auto (online where the source "
+                     "allows it); a Tenant's annotation tenancy.dev/move-mode chooses for it")
+    replication_lag_bytes: int = _setting(
+        16 * 1024 * 1024, help="an online move freezes writes once the target is this close to the source (bytes)")
+    replication_catch_up_seconds: float = _setting(
+        60.0, help="inside the freeze, how long an online move waits for the target to apply the tail before it "
+                   "rolls back")
+    retained_wal_warning_bytes: int = _setting(
+        1024 * 1024 * 1024, help="a move's replication slot keeping more WAL than this on the source is warned "
+                                 "about (event, condition)")
     backoff_base_seconds: float = _setting(1.0, help="first retry delay after a failed reconcile; doubles per "
                                                      "failure")
     backoff_max_seconds: float = _setting(300.0, help="longest retry delay after failed reconciles")
@@ -85,6 +98,11 @@ class Settings:
     shared_namespace_cluster_role: str = _setting(
         "", help="the same for the shared namespace (the chart's <release>-shared-namespace); empty: "
                  "NAMESPACE_CLUSTER_ROLE")
+
+    def __post_init__(self) -> None:
+        if self.move_mode not in MOVE_MODES:
+            raise SystemExit(f"{ENV_PREFIX}MOVE_MODE={self.move_mode!r} is not valid: choose one of "
+                             f"{', '.join(MOVE_MODES)}")
 
     def admin_dsn(self, dbname: str | None = None) -> str:
         """The admin conninfo, pointed at `dbname` (the shared database when None)."""

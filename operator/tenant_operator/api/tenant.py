@@ -169,6 +169,16 @@ class TableProgress(StatusModel):
     checksum: str | None = Field(default=None, description="Checksum of the source table, once verified.")
 
 
+class ReplicationStatus(StatusModel):
+    """An online move's logical replication, while it exists (dropped inside the freeze, or on rollback)."""
+
+    slot: str = Field(max_length=63, description="The replication slot (and publication and subscription) name.")
+    tables: int = Field(default=0, ge=0, description="Tables the subscription replicates.")
+    tables_synchronised: int = Field(default=0, ge=0, description="Tables whose initial copy is done.")
+    lag_bytes: int | None = Field(default=None, description="WAL the target has not confirmed yet, in bytes.")
+    retained_wal_bytes: int | None = Field(default=None, description="WAL the slot keeps on the source, in bytes.")
+
+
 class MigrationStatus(StatusModel):
     """A tier migration in progress, recorded so that it resumes after a restart."""
 
@@ -190,6 +200,13 @@ class MigrationStatus(StatusModel):
                                   description="The switch gave the tenant its login back (on the target).")
     retired: bool | None = Field(default=None, description="The quarantined source was announced.")
     message: str | None = Field(default=None, description="Details of the current step.")
+    mode: Literal["online", "offline"] | None = Field(
+        default=None, description="online: the rows replicate while the tenant writes, the freeze covers the tail; "
+                                  "offline: the copy runs inside the freeze.")
+    mode_reason: str | None = Field(default=None, max_length=2048, description="Why the move runs in its mode.")
+    replication: ReplicationStatus | None = Field(default=None, description="The online move's replication.")
+    catch_up_lsn: str | None = Field(default=None, max_length=32,
+                                     description="The source's WAL position after the freeze, the target must reach.")
 
 
 class TenantStatus(StatusModel):

@@ -110,6 +110,8 @@ def _pg_ctl_start(bin_dir: Path, data_dir: Path, port: int) -> None:
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         # What the tests look at: whose sessions connected when, and which functions ran where.
         " -c log_connections=on -c track_functions=pl"
+        # Online moves replicate a tenant's tables (infra/replication.py), as a production server may.
+        " -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
     )
     subprocess.run(
         [*_as_server_user(), str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options,

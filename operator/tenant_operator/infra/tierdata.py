@@ -208,18 +208,7 @@ def copy_schema(source_admin: str, target_admin: str, tenant: str, source: DataP
     source_dsn, target_admin_dsn = _dsn(source_admin, source.database), _dsn(target_admin, target.database)
     as_tenant = tenant_dsn(target_admin, target, password)
     with tempfile.TemporaryDirectory(prefix="tenant-copy-") as workdir:
-        dump = Path(workdir) / "schema.dump"
-        _run_tool([_tool("pg_dump", bin_dir), "--format=custom", "--schema-only", f"--schema={source.schema}",
-                   f"--file={dump}"], source_dsn)
-        # The target schema is created by us, with its marker, so pg_restore must not create it.
-        listing = _run_tool([_tool("pg_restore", bin_dir), "--list", str(dump)], target_admin_dsn)
-        # Nor its comment, which would replace the target's marker, nor its ACL: the schema is ours to set up.
-        schema_entry = re.compile(rf"^\d+; \d+ \d+ (SCHEMA - |(COMMENT|ACL) - SCHEMA ){re.escape(source.schema)} ")
-        keep = Path(workdir) / "list"
-        keep.write_text("\n".join(line for line in listing.splitlines() if not schema_entry.match(line)))
-        # Everything restored belongs to the tenant's role, whoever owned it in the source.
-        restore = [_tool("pg_restore", bin_dir), f"--use-list={keep}", "--exit-on-error", "--single-transaction",
-                   "--no-owner", f"--dbname={target.database}"]
+        dump, restore = _schema_dump(source_dsn, target_admin_dsn, source, target, Path(workdir), bin_dir)
         with _connect(source_dsn) as src, _connect(target_admin_dsn) as admin_dst:
             _recreate_target_schema(admin_dst, tenant, target)
             _run_tool([*restore, "--section=pre-data", str(dump)], as_tenant)
@@ -230,12 +219,55 @@ def copy_schema(source_admin: str, target_admin: str, tenant: str, source: DataP
                     copied[table] = _copy_table(src, dst, source.schema, table)
                     progress(table, copied[table])
             _run_tool([*restore, "--section=post-data", str(dump)], as_tenant)
-            for sequence in _sequences(src, source.schema):
-                last_value, is_called = first_row(src.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
-                    q.Identifier(source.schema), q.Identifier(sequence))))
-                admin_dst.execute("SELECT pg_catalog.setval(pg_catalog.format('%%I.%%I', %s::text, %s::text)"
-                                  "::pg_catalog.regclass, %s, %s)", [target.schema, sequence, last_value, is_called])
+            _copy_sequences(src, admin_dst, source, target)
     return copied
+
+
+def restore_schema(source_admin: str, target_admin: str, tenant: str, source: DataPlacement, target: DataPlacement,
+                   bin_dir: Path | None = None) -> None:
+    """The tenant's tables, empty, in the target, for an online move's subscription to fill.
+
+    Restored by the admin in the tenant's role (pg_restore --role): only for a tenant that owns no
+    function (replication.blockers), so that nothing of the tenant's runs while its tables are made.
+    """
+    source_dsn, target_admin_dsn = _dsn(source_admin, source.database), _dsn(target_admin, target.database)
+    with tempfile.TemporaryDirectory(prefix="tenant-schema-") as workdir:
+        dump, restore = _schema_dump(source_dsn, target_admin_dsn, source, target, Path(workdir), bin_dir)
+        with _connect(target_admin_dsn) as admin_dst:
+            _recreate_target_schema(admin_dst, tenant, target)
+        _run_tool([*restore, f"--role={target.role}", str(dump)], target_admin_dsn)
+
+
+def copy_sequences(source_admin: str, target_admin: str, source: DataPlacement, target: DataPlacement) -> None:
+    """Each sequence's position from the source (logical replication does not carry them)."""
+    with _connect(_dsn(source_admin, source.database)) as src, _connect(_dsn(target_admin, target.database)) as dst:
+        _copy_sequences(src, dst, source, target)
+
+
+def _copy_sequences(src: psycopg.Connection, admin_dst: psycopg.Connection, source: DataPlacement,
+                    target: DataPlacement) -> None:
+    for sequence in _sequences(src, source.schema):
+        last_value, is_called = first_row(src.execute(q.SQL("SELECT last_value, is_called FROM {}.{}").format(
+            q.Identifier(source.schema), q.Identifier(sequence))))
+        admin_dst.execute("SELECT pg_catalog.setval(pg_catalog.format('%%I.%%I', %s::text, %s::text)"
+                          "::pg_catalog.regclass, %s, %s)", [target.schema, sequence, last_value, is_called])
+
+
+def _schema_dump(source_dsn: str, target_admin_dsn: str, source: DataPlacement, target: DataPlacement,
+                 workdir: Path, bin_dir: Path | None) -> tuple[Path, list[str]]:
+    """The source schema's DDL dumped, and the pg_restore command that puts it in the target (schema excepted)."""
+    dump = workdir / "schema.dump"
+    _run_tool([_tool("pg_dump", bin_dir), "--format=custom", "--schema-only", f"--schema={source.schema}",
+               f"--file={dump}"], source_dsn)
+    # The target schema is created by us, with its marker, so pg_restore must not create it.
+    listing = _run_tool([_tool("pg_restore", bin_dir), "--list", str(dump)], target_admin_dsn)
+    # Nor its comment, which would replace the target's marker, nor its ACL: the schema is ours to set up.
+    schema_entry = re.compile(rf"^\d+; \d+ \d+ (SCHEMA - |(COMMENT|ACL) - SCHEMA ){re.escape(source.schema)} ")
+    keep = workdir / "list"
+    keep.write_text("\n".join(line for line in listing.splitlines() if not schema_entry.match(line)))
+    # Everything restored belongs to the tenant's role, whoever owned it in the source.
+    return dump, [_tool("pg_restore", bin_dir), f"--use-list={keep}", "--exit-on-error", "--single-transaction",
+                  "--no-owner", f"--dbname={target.database}"]
 
 
 def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, schema: str, table: str) -> int:

@@ -33,9 +33,7 @@ import time
 import psycopg
 
 from tenant_operator.api import conditions as cond
-from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
-from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.plan import TenantPlan
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
@@ -44,6 +42,7 @@ from tenant_operator.infra import (
     faults,
     metrics,
     postgres,
+    replication,
     shared_database,
     storage,
     tierdata,
@@ -51,11 +50,11 @@ from tenant_operator.infra import (
 from tenant_operator.infra.fence import Authority, Deposed
 from tenant_operator.infra.servers import ServerUnusable
 from tenant_operator.infra.tenantlock import LockBusy
-from tenant_operator.reconcile import moves, placement
+from tenant_operator.reconcile import moves, online, placement
 from tenant_operator.reconcile.context import Context, Outcome
 from tenant_operator.reconcile.converge import Converged, converge
 from tenant_operator.reconcile.report import Superseded, phase, report, summary
-from tenant_operator.reconcile.state import LOCK_BUSY_RETRY, ROLLBACK_STEPS, STEPS, secret_password
+from tenant_operator.reconcile.state import LOCK_BUSY_RETRY, ROLLBACK_STEPS, STEPS
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def advance(ctx: Context, tenant: Tenant, plan: TenantPlan) -> Outcome:
 
 
 def _advance(ctx: Context, authority: Authority, tenant: Tenant, plan: TenantPlan) -> Outcome:
-    fresh = _reload(ctx, tenant, None)
+    fresh = moves.reload(ctx, tenant, None)
     if fresh is None:
         return Outcome()
     tenant = fresh
@@ -146,6 +145,7 @@ class _Move:
         """The source server's admin; the target server's is `target_admin` (the same one within a server)."""
         self.target_admin = target_ctx.server.admin_dsn()
         self.across = target_ctx.server.name != ctx.server.name
+        self.sides = online.Sides(self.admin, self.target_admin, source, target)
         self.on_server: tuple[str | None, str | None] = (record["started"], on_server) if on_server else (None, None)
         """(started, step) of the record as this process last saw or wrote it on the Tenant."""
 
@@ -177,7 +177,7 @@ class _Move:
                 self.checkpoint(f"step {step} waits for the target: {error}")
                 return Outcome(failed=True)
             except (VerificationFailed, tierdata.TargetNotEmpty, tierdata.ToolFailed, postgres.StillConnected,
-                    psycopg.Error) as error:
+                    online.CatchUpFailed, psycopg.Error) as error:
                 self.authority.check(f"handle the failure of step {step}")
                 if step not in ROLLBACK_STEPS:
                     log.warning("tenant %s: migration step %s failed, will retry: %s", name, step, error)
@@ -187,7 +187,8 @@ class _Move:
                     self.checkpoint(f"step {step} waits: {error}")
                     return Outcome(failed=True)
                 reason = {VerificationFailed: "VerificationFailed", tierdata.TargetNotEmpty: "TargetNotEmpty",
-                          tierdata.ToolFailed: "CopyFailed"}.get(type(error), "MigrationFailed")
+                          tierdata.ToolFailed: "CopyFailed", online.CatchUpFailed: "CatchUpFailed"}.get(
+                    type(error), "MigrationFailed")
                 return self.roll_back(reason, f"{step}: {error}")
         return self.finish()
 
@@ -196,7 +197,7 @@ class _Move:
     def _look_again(self, before: str) -> None:
         """Read the Tenant again; stop for a deletion or a flip-back; prove we may still act."""
         self.authority.check(before)
-        fresh = _reload(self.ctx, self.tenant, self.on_server)
+        fresh = moves.reload(self.ctx, self.tenant, self.on_server)
         if fresh is None:
             raise Deposed("the Tenant is gone")
         self.tenant = fresh
@@ -244,10 +245,33 @@ class _Move:
                                                    self.ctx.settings.shared_database)
         actions = tierdata.prepare_target(self.target_admin, self.tenant.name, self.target,
                                           postgres.new_password() if self.across else None)
+        if "mode" not in self.record:
+            mode, why, _ = online.choose_mode(self.ctx, self.tenant, self.sides, self.ctx.server.maintenance_dsn())
+            self.record.update(mode=mode, modeReason=why)
+            self.authority.check("tell how the move copies")
+            self.ctx.events.post(self.tenant, "MigrationMode", f"{mode}: {why}")
+        if self.record["mode"] == online.ONLINE:
+            # The target's tables, empty, for the subscription to fill (the tenant owns no function: see online.py).
+            tierdata.restore_schema(self.admin, self.target_admin, self.tenant.name, self.source, self.target,
+                                    self.ctx.settings.pg_bin_dir)
         faults.reached("step:prepare")
         if actions:
             self.authority.check("tell what was prepared")
             self.ctx.events.post(self.tenant, "MigrationTargetPrepared", "; ".join(actions))
+
+    def _replicate(self) -> None:
+        if self.record.get("mode") != online.ONLINE:
+            return
+        superuser = replication.capability(self.ctx.server.maintenance_dsn()).superuser
+        self.authority.check("replicate the tenant's tables")
+
+        def warn(message: str) -> None:
+            self.ctx.events.post(self.tenant, "ReplicationSlotRetainsWAL", message, warning=True)
+
+        waiting = online.replicate(self.ctx, self.sides, self.record, superuser, warn)
+        faults.reached("step:replicate")
+        if waiting is not None:
+            raise _Wait(waiting)
 
     def _freeze(self) -> None:
         if not self.record.get("freezeStarted"):
@@ -272,6 +296,14 @@ class _Move:
             kube.merge_patch(ref, {"data": {self.tenant.name: entry}})
 
     def _copy(self) -> None:
+        if self.record.get("mode") == online.ONLINE:
+            # Nobody writes now: the target confirms the source's last write, then the replication goes.
+            self.authority.check("take the replication's tail")
+            online.final_catch_up(self.ctx, self.sides, self.record)
+            tierdata.copy_sequences(self.admin, self.target_admin, self.source, self.target)
+            faults.reached("copy:done", dsn=connection.admin_session_dsn(self.target_admin_on(self.target.database)),
+                           schema=self.target.schema, table=None)
+            return
         record = self.record
         record["tables"], record["rowsCopied"] = [], 0
         started = time.monotonic()
@@ -356,7 +388,7 @@ class _Move:
 
     def _unfreeze(self, home: Context | None = None) -> None:
         """The Secret's password is the role's again (a Secret lost meanwhile was rewritten by converge)."""
-        password = _tenant_password(self.ctx, self.tenant.name)
+        password = moves.tenant_password(self.ctx, self.tenant.name)
         if password is not None:
             postgres.restore_password((home or self.target_ctx).server.admin_dsn(), self.source.role, password,
                                       login=not self.tenant.spec.suspended)
@@ -383,6 +415,8 @@ class _Move:
         record = self.record
         log.warning("tenant %s: migration rolled back (%s): %s", self.tenant.name, reason, message)
         self.authority.check(f"roll back ({reason})")
+        if record.get("mode") == online.ONLINE:
+            online.drop(self.sides)  # before the target: a database with a subscription cannot be dropped
         if self.across:
             with connection.admin_session(self.target_admin) as session:
                 self.authority.check("remove the target on the other server")
@@ -404,27 +438,5 @@ class _Move:
         self.ctx.events.post(self.tenant, reason, f"migration to {record['to']} rolled back: {message}",
                              warning=reason != "MigrationCancelled")
         return converged.outcome
-
-
-def _reload(ctx: Context, tenant: Tenant, expected: tuple[str | None, str | None] | None) -> Tenant | None:
-    """The Tenant as the API server has it now; None when it is gone.
-
-    `expected`: (started, step) of the migration record as this process last wrote it.
-    Another record on the server means another process moved this migration on.
-    """
-    body = ctx.kube.read(ObjectRef(TENANT, tenant.name))
-    if body is None:
-        return None
-    fresh = Tenant.from_body(body)
-    if expected is not None:
-        theirs = fresh.status.migration
-        if (theirs.started if theirs else None, theirs.step if theirs else None) != expected:
-            raise Deposed(f"the migration record changed under this process (step {theirs.step if theirs else None})")
-    return fresh
-
-
-def _tenant_password(ctx: Context, tenant_name: str) -> str | None:
-    return secret_password(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
-                                                   names.tenant_namespace(tenant_name))))
 
 

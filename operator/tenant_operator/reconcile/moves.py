@@ -11,15 +11,17 @@ import contextlib
 import datetime
 
 from tenant_operator.api import conditions as cond
+from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
+from tenant_operator.api.kinds import KINDS, TENANT, ObjectRef
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.infra import connection, fence, metrics, postgres, servers, tierdata
-from tenant_operator.infra.fence import Authority
+from tenant_operator.infra.fence import Authority, Deposed
 from tenant_operator.infra.servers import Server
-from tenant_operator.reconcile import placement
+from tenant_operator.reconcile import online, placement
 from tenant_operator.reconcile.context import Context
 from tenant_operator.reconcile.report import report
-from tenant_operator.reconcile.state import ROLLBACK_STEPS
+from tenant_operator.reconcile.state import ROLLBACK_STEPS, secret_password
 
 
 def epoch(timestamp: str) -> float:
@@ -71,6 +73,9 @@ def settle_for_deletion(ctx: Context, tenant: Tenant) -> Tenant:
     across = target_ctx.server.name != ctx.server.name
     with authority_over(ctx, tenant.name) as authority:
         authority.check("settle the migration for the deletion")
+        if record.get("mode") == "online":
+            # Before anything else: a slot left behind keeps the source's WAL until its disk fills.
+            online.drop(online.Sides(ctx.server.admin_dsn(), target_ctx.server.admin_dsn(), source, target))
         if record["step"] in ROLLBACK_STEPS:
             if across:
                 with connection.admin_session(target_ctx.server.admin_dsn()) as session:
@@ -94,3 +99,25 @@ def settle_for_deletion(ctx: Context, tenant: Tenant) -> Tenant:
                         phase="Deleting", tier=tier, fenced=True)
     ctx.events.post(tenant, "MigrationSettled", message)
     return tenant
+
+
+def reload(ctx: Context, tenant: Tenant, expected: tuple[str | None, str | None] | None) -> Tenant | None:
+    """The Tenant as the API server has it now; None when it is gone.
+
+    `expected`: (started, step) of the migration record as this process last wrote it.
+    Another record on the server means another process moved this migration on.
+    """
+    body = ctx.kube.read(ObjectRef(TENANT, tenant.name))
+    if body is None:
+        return None
+    fresh = Tenant.from_body(body)
+    if expected is not None:
+        theirs = fresh.status.migration
+        if (theirs.started if theirs else None, theirs.step if theirs else None) != expected:
+            raise Deposed(f"the migration record changed under this process (step {theirs.step if theirs else None})")
+    return fresh
+
+
+def tenant_password(ctx: Context, tenant_name: str) -> str | None:
+    return secret_password(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
+                                                   names.tenant_namespace(tenant_name))))

@@ -14,9 +14,9 @@ from tenant_operator.api import conditions as cond
 from tenant_operator.api.tenant import Tenant
 from tenant_operator.desired import render
 
-STEPS = ("prepare", "freeze", "copy", "verify", "switch", "retire")
-ROLLBACK_STEPS = ("prepare", "freeze", "copy", "verify")
-ROLLED_BACK_REASONS = ("VerificationFailed", "TargetNotEmpty", "CopyFailed", "MigrationFailed")
+STEPS = ("prepare", "replicate", "freeze", "copy", "verify", "switch", "retire")
+ROLLBACK_STEPS = ("prepare", "replicate", "freeze", "copy", "verify")
+ROLLED_BACK_REASONS = ("VerificationFailed", "TargetNotEmpty", "CopyFailed", "CatchUpFailed", "MigrationFailed")
 # Another process holds the tenant's lock (and may not be displaced): look again this much later.
 LOCK_BUSY_RETRY = 2.0
 
