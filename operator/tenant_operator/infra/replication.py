@@ -202,3 +202,31 @@ def drop(source_admin: str, target_admin: str | None, source: DataPlacement, tar
             conn.execute(q.SQL("DROP PUBLICATION {}").format(q.Identifier(name)))
             actions.append(f"dropped publication {name}")
     return actions
+
+
+def leftovers(maintenance_dsn: str) -> dict[str, list[tuple[str, str]]]:
+    """Every move's slots and subscriptions on the server, by name: [(kind, database)]."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    with admin_session(maintenance_dsn) as conn:
+        for kind, name, database in conn.execute(
+                "SELECT 'slot', slot_name::text, database::text FROM pg_replication_slots WHERE slot_name LIKE %s"
+                " UNION ALL SELECT 'subscription', s.subname::text, d.datname::text FROM pg_subscription s"
+                " JOIN pg_database d ON d.oid = s.subdbid WHERE s.subname LIKE %s",
+                [PREFIX.replace("_", "\\_") + "%"] * 2).fetchall():
+            found.setdefault(name, []).append((kind, database))
+    return found
+
+
+def drop_leftover(maintenance_dsn: str, name: str, database: str) -> None:
+    """A move's subscription, slot and publication in `database`, whose move no Tenant records any more."""
+    dsn = admin_session_dsn(make_conninfo(maintenance_dsn, dbname=database), tenant_database=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", [name]).fetchone():
+            conn.execute(q.SQL("ALTER SUBSCRIPTION {} DISABLE").format(q.Identifier(name)))
+            conn.execute(q.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(q.Identifier(name)))
+            conn.execute(q.SQL("DROP SUBSCRIPTION {}").format(q.Identifier(name)))
+        conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                     " WHERE slot_name = %s AND active_pid IS NOT NULL", [name])
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                     [name])
+        conn.execute(q.SQL("DROP PUBLICATION IF EXISTS {}").format(q.Identifier(name)))

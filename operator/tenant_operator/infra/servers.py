@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenant_operator.api.kinds import KINDS, ObjectRef
 from tenant_operator.api.settings import Settings
-from tenant_operator.infra import shared_database
+from tenant_operator.infra import replication, shared_database
 from tenant_operator.infra.connection import DatabaseUnavailable, admin_session
 from tenant_operator.infra.kube import KubeAPI
 
@@ -171,6 +171,9 @@ class Probe:
     message: str
     version: str | None = None
     wal_level: str | None = None
+    online: bool = False
+    """Whether moves off this server can replicate (infra/replication.py), and why not."""
+    online_reason: str = ""
 
 
 def probe(server: Server) -> Probe:
@@ -200,7 +203,9 @@ def probe(server: Server) -> Probe:
     except psycopg.Error as error:
         return Probe(False, "SharedDatabaseFailed", f"the shared database {server.shared_database}: "
                                                     f"{' '.join(str(error).split())}", version, wal_level)
-    return Probe(True, "Reachable", f"PostgreSQL {version}, wal_level {wal_level}", version, wal_level)
+    able = replication.capability(server.maintenance_dsn())
+    return Probe(True, "Reachable", f"PostgreSQL {version}, wal_level {wal_level}", version, wal_level,
+                 able.online, able.reason)
 
 
 class Health:

@@ -168,6 +168,11 @@ def _run_tool(argv: list[str], dsn: str) -> str:
     return result.stdout
 
 
+def table_names(admin_dsn: str, placement: DataPlacement) -> list[str]:
+    with _connect(_dsn(admin_dsn, placement.database)) as conn:
+        return _tables(conn, placement.schema)
+
+
 def _tables(conn: psycopg.Connection, schema: str) -> list[str]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"

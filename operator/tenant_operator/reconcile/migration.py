@@ -302,7 +302,8 @@ class _Move:
             online.final_catch_up(self.ctx, self.sides, self.record)
             tierdata.copy_sequences(self.admin, self.target_admin, self.source, self.target)
             faults.reached("copy:done", dsn=connection.admin_session_dsn(self.target_admin_on(self.target.database)),
-                           schema=self.target.schema, table=None)
+                           schema=self.target.schema,
+                           table=next(iter(tierdata.table_names(self.target_admin, self.target)), None))
             return
         record = self.record
         record["tables"], record["rowsCopied"] = [], 0
@@ -398,7 +399,8 @@ class _Move:
         seconds = time.time() - moves.epoch(record["started"])
         metrics.MIGRATIONS.labels("succeeded").inc()
         metrics.MIGRATION_SECONDS.observe(seconds)
-        message = (f"moved from {moves.where(record, 'from')} to {moves.where(record, 'to')} in {seconds:.0f}s; "
+        message = (f"moved from {moves.where(record, 'from')} to {moves.where(record, 'to')} "
+                   f"{record.get('mode', 'offline')} in {seconds:.0f}s; "
                    f"{record['rowsCopied']} rows; "
                    f"writes frozen {record.get('freezeSeconds', 0):.2f}s; source kept as {record.get('quarantine')}")
         self.authority.check("finish the migration")

@@ -23,9 +23,10 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import conditions as cond
+from tenant_operator.api import names
 from tenant_operator.api.kinds import DATABASE_SERVER, ObjectRef
 from tenant_operator.api.server import MAX_LISTED_TENANTS, DatabaseServer, free_places
-from tenant_operator.infra import connection, metrics, servers, tierdata, usage
+from tenant_operator.infra import connection, metrics, replication, servers, tierdata, usage
 from tenant_operator.infra.events import Recorder, object_event
 from tenant_operator.infra.kube import Kube
 from tenant_operator.infra.servers import Probe, ServerUnusable
@@ -38,6 +39,7 @@ STATUS_SECONDS = 5.0
 # Quarantined copies past their retention are looked for this often, on every server.
 SWEEP_SECONDS = 60.0
 DRAINING = "Draining"
+ONLINE_MOVES = "OnlineMoves"
 
 
 def placed_tenants(tenants: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
@@ -101,6 +103,8 @@ class ServerKeeper:
     """Servers whose shared database this process made sure of."""
     swept: float = 0.0
     drains: dict[str, tuple[int, set[str]]] = dataclasses.field(default_factory=dict)
+    suspects: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    """(server, name) of replication found with no move recording it, at the last sweep."""
     """Per draining server: the moves its status told before this process looked, and who lived there then."""
 
     def drain_changed(self, name: str, draining: bool) -> None:
@@ -161,8 +165,22 @@ class ServerKeeper:
                 metrics.count_write("postgres")
                 log.info("DatabaseServer %s: dropped quarantined %s %s (older than %.0fs)", name, kind, copy,
                          self.retention)
+            self._drop_orphans(server)
         except (ServerUnusable, connection.DatabaseUnavailable) as error:
             log.info("DatabaseServer %s: quarantined copies not looked at: %s", name, error)
+
+    def _drop_orphans(self, server: servers.Server) -> None:
+        """A move's slot or subscription that no Tenant's record names, at two sweeps in a row, is dropped:
+        it would keep the source's WAL until its disk fills (a record lost, a Tenant gone without its deletion)."""
+        moving = {replication.object_name(names.sql_name(tenant)) for tenant, where in self.placed().items()
+                  if "fromServer" in where}
+        found = replication.leftovers(server.maintenance_dsn())
+        orphans = {(server.name, name) for name in found if name not in moving}
+        for _, name in orphans & self.suspects:
+            for _, database in found[name]:
+                replication.drop_leftover(server.maintenance_dsn(), name, database)
+            log.warning("DatabaseServer %s: dropped replication %s, which no move records", server.name, name)
+        self.suspects = {suspect for suspect in self.suspects if suspect[0] != server.name} | (orphans - self.suspects)
 
     def shared_servers(self) -> list[servers.Server]:
         """The Ready servers of the shared tier besides `default`: where the shared app's role must be too."""
@@ -190,7 +208,10 @@ class ServerKeeper:
     def _status(self, server: DatabaseServer, probe: Probe, on: list[str], moving: list[str], pinned: list[str],
                 current: dict[str, Any]) -> dict[str, Any]:
         spec = server.spec
-        updates = [cond.Condition(cond.READY, probe.ok, probe.reason, probe.message)]
+        how = "replicate while tenants write" if probe.online else "copy inside the freeze"
+        updates = [cond.Condition(cond.READY, probe.ok, probe.reason, probe.message),
+                   cond.Condition(ONLINE_MOVES, probe.online, "LogicalReplication" if probe.online else "OfflineOnly",
+                                  f"moves off this server {how}: {probe.online_reason or probe.message}")]
         if spec.drain:
             left = len(on)
             stay = f"; {len(pinned)} pinned here stay until their spec.database.server changes " \
