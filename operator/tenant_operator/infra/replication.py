@@ -56,18 +56,21 @@ def capability(maintenance_dsn: str) -> Capability:
     with admin_session(maintenance_dsn) as conn:
         row = conn.execute(
             "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int,"
-            " current_setting('max_wal_senders')::int, r.rolsuper, r.rolreplication"
+            " current_setting('max_wal_senders')::int, r.rolsuper, r.rolreplication,"
+            " CASE WHEN current_setting('server_version_num')::int >= 160000"
+            "  THEN pg_has_role('pg_create_subscription', 'MEMBER') ELSE false END"
             " FROM pg_roles r WHERE r.rolname = current_user").fetchone()
     if row is None:
         return Capability(False, "the admin role is not in pg_roles")
-    wal_level, slots, senders, superuser, may_replicate = row
+    wal_level, slots, senders, superuser, may_replicate, may_subscribe = row
     if wal_level != "logical":
         return Capability(False, f"wal_level is {wal_level}, not logical")
     if slots < 1 or senders < 1:
         return Capability(False, "max_replication_slots or max_wal_senders is 0")
-    if not (superuser or may_replicate):
-        return Capability(False, "the admin role has neither SUPERUSER nor REPLICATION")
-    return Capability(True, "wal_level logical; the admin may publish and replicate", bool(superuser))
+    if not (superuser or (may_replicate and may_subscribe)):
+        return Capability(False, "the admin role is no superuser, nor (PostgreSQL 16+) a REPLICATION role in "
+                                 "pg_create_subscription")
+    return Capability(True, "wal_level logical; the admin may publish and subscribe", bool(superuser))
 
 
 def _source_dsn(admin_dsn: str, placement: DataPlacement) -> str:

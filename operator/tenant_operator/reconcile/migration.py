@@ -299,6 +299,7 @@ class _Move:
         if self.record.get("mode") == online.ONLINE:
             # Nobody writes now: the target confirms the source's last write, then the replication goes.
             self.authority.check("take the replication's tail")
+            faults.reached("step:copy")  # frozen, the replication still in place
             online.final_catch_up(self.ctx, self.sides, self.record)
             tierdata.copy_sequences(self.admin, self.target_admin, self.source, self.target)
             faults.reached("copy:done", dsn=connection.admin_session_dsn(self.target_admin_on(self.target.database)),

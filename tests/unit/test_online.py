@@ -1,0 +1,63 @@
+"""How a move chooses between online and offline, and says why."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenant_operator.api.settings import Settings
+from tenant_operator.api.tenant import Tenant
+from tenant_operator.infra import replication
+from tenant_operator.infra.postgres import placement
+from tenant_operator.reconcile import online
+from tenant_operator.reconcile.context import Context
+
+URL = "postgresql://postgres:secret@db.example:5432/postgres"
+SIDES = online.Sides(URL, URL, placement("acme", "shared", "tenants"), placement("acme", "isolated", "tenants"))
+
+
+def context(mode: str = "auto") -> Context:
+    return Context(kube=None, settings=Settings(database_url=URL, move_mode=mode),  # type: ignore[arg-type]
+                   plan_body=lambda name: None)
+
+
+def tenant(annotation: str | None = None) -> Tenant:
+    meta: dict = {"name": "acme", "generation": 1}
+    if annotation:
+        meta["annotations"] = {"tenancy.dev/move-mode": annotation}
+    return Tenant.from_body({"metadata": meta, "spec": {"plan": "p"}})
+
+
+@pytest.fixture
+def server(monkeypatch):
+    state = {"able": replication.Capability(True, "ok", superuser=True), "blockers": []}
+    monkeypatch.setattr(replication, "capability", lambda dsn: state["able"])
+    monkeypatch.setattr(replication, "blockers", lambda dsn, source: state["blockers"])
+    return state
+
+
+def test_auto_moves_online_where_the_source_replicates(server):
+    assert online.choose_mode(context(), tenant(), SIDES, URL)[:2] == (
+        "online", "logical replication while the tenant writes; the freeze covers the tail")
+
+
+def test_the_annotation_wins_over_the_setting(server):
+    assert online.choose_mode(context("online"), tenant("offline"), SIDES, URL)[0] == "offline"
+    assert online.choose_mode(context("offline"), tenant("online"), SIDES, URL)[0] == "online"
+    assert online.choose_mode(context("offline"), tenant("sideways"), SIDES, URL)[0] == "offline"  # unknown: setting
+
+
+def test_a_source_that_cannot_replicate_falls_back_and_says_why(server):
+    server["able"] = replication.Capability(False, "wal_level is replica, not logical")
+    mode, why, _ = online.choose_mode(context("online"), tenant(), SIDES, URL)
+    assert mode == "offline" and "wal_level is replica" in why
+
+
+def test_a_tenant_with_functions_moves_offline(server):
+    server["blockers"] = ["the tenant defines 2 function(s): ..."]
+    mode, why, _ = online.choose_mode(context(), tenant(), SIDES, URL)
+    assert mode == "offline" and "defines 2 function" in why
+
+
+def test_an_unknown_move_mode_setting_is_refused_at_start():
+    with pytest.raises(SystemExit, match="MOVE_MODE='sideways' is not valid"):
+        Settings(database_url=URL, move_mode="sideways")
