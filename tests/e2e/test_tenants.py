@@ -8,7 +8,7 @@ import re
 import psycopg
 import pytest
 
-from tenant_operator.api.kinds import KINDS, TENANT_PLAN, ObjectRef
+from tenant_operator.api.kinds import DATABASE_SERVER, KINDS, TENANT, TENANT_PLAN, ObjectRef
 from tenant_operator.dev.postgres import restart_postgres, stop_postgres, wait_ready
 from tenant_operator.dev.session import run_kubectl
 from tenant_operator.dev.wait import wait_for
@@ -205,6 +205,14 @@ def test_reconcile_of_unchanged_tenants_makes_no_writes(tenants, kube, operator)
                  timeout=RESYNC_SECONDS * 10, what="two more reconciles")
         return writes() == before
 
+    # The server's status counts its tenants (a write of its own, every few seconds): counted first.
+    def counted():
+        on_default = [t for t in kube.list(TENANT) if ((t.get("status") or {}).get("database") or {}).get(
+            "server") == "default"]
+        server = kube.read(ObjectRef(DATABASE_SERVER, "default")) or {}
+        return (server.get("status") or {}).get("tenants") == len(on_default)
+
+    wait_for(counted, timeout=30, what="the default DatabaseServer to count the tenants")
     wait_for(settled, timeout=60, what="the operator to stop writing")
     before_writes = writes()
     before_reconciles = _metric(operator.metrics(), "tenant_operator_reconciles_total")

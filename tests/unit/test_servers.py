@@ -177,3 +177,13 @@ def test_the_cache_tells_each_tenants_server_its_moves_and_pins():
     assert placed["moving"] == {"server": "pg-a", "pin": "pg-b", "fromServer": "pg-a", "toServer": "pg-b"}
     assert sorted(waiting_on("pg-b", bodies)) == ["moving", "waiting"]  # a server change wakes those waiting
     assert sorted(waiting_on("pg-c", bodies)) == ["waiting"]
+
+
+def test_a_drain_moves_at_most_its_parallel_count_and_a_finished_move_frees_its_slot_at_once():
+    slots = placement.DrainSlots()
+    assert slots.take("pg-a", "t1", 2, moving=set())
+    assert slots.take("pg-a", "t2", 2, moving=set())
+    assert not slots.take("pg-a", "t3", 2, moving=set()), "two moves started, the cache not showing them yet"
+    assert not slots.take("pg-a", "t3", 2, moving={"t1", "t2"})
+    assert slots.take("pg-a", "t3", 2, moving={"t2"}), "t1's move ended: its slot is free"
+    assert slots.take("pg-b", "t9", 2, moving=set()), "another server's drain has its own slots"

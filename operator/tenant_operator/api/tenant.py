@@ -193,6 +193,8 @@ class MigrationStatus(StatusModel):
     tables: list[TableProgress] = Field(default=[], description="Per-table copy progress.")
     rows_copied: int = Field(default=0, ge=0, description="Rows copied so far, all tables.")
     freeze_started: Timestamp | None = Field(default=None, description="When writes to the source were frozen.")
+    freeze_started_at: float | None = Field(default=None, ge=0,
+                                            description="The same, in seconds since the epoch, to the millisecond.")
     freeze_seconds: float | None = Field(default=None, ge=0, description="How long writes were frozen, once switched.")
     quarantine: str | None = Field(default=None, max_length=63,
                                    description="Name the source schema or database was renamed to at the switch.")

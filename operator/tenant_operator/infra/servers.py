@@ -232,3 +232,9 @@ class Health:
     def forget(self, name: str) -> None:
         with self._lock:
             self._kept.pop(name, None)
+
+    def of_known(self, name: str) -> bool:
+        """Whether the server's last probe (if any) found it Ready; no probe is made here."""
+        with self._lock:
+            kept = self._kept.get(name)
+        return kept is not None and kept[1].ok

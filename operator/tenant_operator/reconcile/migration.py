@@ -79,6 +79,14 @@ class _Stop(Exception):
         self.reason = reason
 
 
+def _passing(error: Exception) -> bool:
+    """A clash with a concurrent statement (two moves granting CONNECT on one database at once), not a
+    problem of the move: the step is tried again, rather than the move rolled back for good."""
+    return isinstance(error, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected |
+                      psycopg.errors.LockNotAvailable) or (
+        isinstance(error, psycopg.errors.InternalError) and "concurrently" in str(error))
+
+
 def _timestamp() -> str:
     return cond.now()
 
@@ -183,7 +191,7 @@ class _Move:
                     log.warning("tenant %s: migration step %s failed, will retry: %s", name, step, error)
                     self.checkpoint(f"step {step} failed, retrying: {error}")
                     return Outcome(failed=True)
-                if isinstance(error, postgres.StillConnected):
+                if isinstance(error, postgres.StillConnected) or _passing(error):
                     self.checkpoint(f"step {step} waits: {error}")
                     return Outcome(failed=True)
                 reason = {VerificationFailed: "VerificationFailed", tierdata.TargetNotEmpty: "TargetNotEmpty",
@@ -276,6 +284,7 @@ class _Move:
     def _freeze(self) -> None:
         if not self.record.get("freezeStarted"):
             self.record["freezeStarted"] = _timestamp()
+            self.record["freezeStartedAt"] = round(time.time(), 3)  # the freeze is told to the millisecond
         postgres.lock_out(self.admin, self.source.role)
         faults.reached("step:freeze")
         self.authority.check("freeze the workloads")
@@ -369,7 +378,8 @@ class _Move:
             self.authority.check("let the tenant log in again")
             self._unfreeze()
             record["unfrozen"] = True
-            record["freezeSeconds"] = round(time.time() - moves.epoch(record["freezeStarted"]), 3)
+            began = record.get("freezeStartedAt") or moves.epoch(record["freezeStarted"])
+            record["freezeSeconds"] = round(time.time() - began, 3)
             metrics.MIGRATION_FREEZE.observe(record["freezeSeconds"])
         if converged.outcome.requeue_after is not None:
             raise _Wait("switched; waiting for the workloads of the new tier to become Available")

@@ -69,9 +69,10 @@ RESERVED = Reservations()
 
 
 class DrainSlots:
-    """Moves off draining servers this process started, until the cache shows their records (`seconds`)."""
+    """Moves off draining servers this process started, until the cache shows their records (at most `seconds`):
+    from then on the cache counts them, and a move that ended frees its slot at once."""
 
-    def __init__(self, seconds: float = 30.0) -> None:
+    def __init__(self, seconds: float = 5.0) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
         self._taken: dict[str, dict[str, float]] = {}
@@ -80,7 +81,8 @@ class DrainSlots:
         """Whether `tenant` may start its move off `server`: fewer than `limit` are under way."""
         now = time.monotonic()
         with self._lock:
-            mine = {name: at for name, at in self._taken.get(server, {}).items() if now - at < self.seconds}
+            mine = {name: at for name, at in self._taken.get(server, {}).items()
+                    if now - at < self.seconds and name not in moving}
             under_way = (moving | set(mine)) - {tenant}
             if len(under_way) >= limit:
                 self._taken[server] = mine

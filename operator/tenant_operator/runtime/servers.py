@@ -115,16 +115,18 @@ class ServerKeeper:
             self.drains[name] = (0, {tenant for tenant, where in self.placed().items() if where.get("server") == name})
 
     def keep_all(self) -> None:
-        if time.monotonic() - self.swept > SWEEP_SECONDS:
-            self.swept = time.monotonic()
-            for name in list(self.bodies):
-                self.sweep(name)
         placed = self.placed()
         for name in list(self.bodies):
             try:
                 self.keep(name, placed)
             except ApiException as error:
                 log.warning("DatabaseServer %s: status not written: %s %s", name, error.status, error.reason)
+        # After the probes: a new server's shared database, where its quarantined copies are, exists by now.
+        if time.monotonic() - self.swept > SWEEP_SECONDS:
+            self.swept = time.monotonic()
+            for name in list(self.bodies):
+                if self.health.of_known(name):
+                    self.sweep(name)
 
     def keep(self, name: str, placed: dict[str, dict[str, str]]) -> None:
         body = self.bodies.get(name)
