@@ -1,7 +1,8 @@
-"""The tier migration state machine (shared <-> isolated), recorded in status.migration.
+"""The move state machine, (server, tier) to (server, tier), recorded in status.migration.
 
-prepare -> freeze -> copy -> verify -> switch -> retire. The step being worked on
-is written to the status before its work starts, so an operator that dies at
+prepare -> replicate -> freeze -> copy -> verify -> switch -> retire (replicate acts only
+in an online move, whose copy then takes the replication's tail: online.py). The step
+being worked on is written to the status before its work starts, so an operator that dies at
 any point resumes by running that step again; every step is idempotent. Before
 switch a failure rolls back to the source (target removed, writes unfrozen,
 tier unchanged); from switch on the target is the tenant's home and the
@@ -77,14 +78,6 @@ class _Stop(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
-
-
-def _passing(error: Exception) -> bool:
-    """A clash with a concurrent statement (two moves granting CONNECT on one database at once), not a
-    problem of the move: the step is tried again, rather than the move rolled back for good."""
-    return isinstance(error, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected |
-                      psycopg.errors.LockNotAvailable) or (
-        isinstance(error, psycopg.errors.InternalError) and "concurrently" in str(error))
 
 
 def _timestamp() -> str:
@@ -191,7 +184,7 @@ class _Move:
                     log.warning("tenant %s: migration step %s failed, will retry: %s", name, step, error)
                     self.checkpoint(f"step {step} failed, retrying: {error}")
                     return Outcome(failed=True)
-                if isinstance(error, postgres.StillConnected) or _passing(error):
+                if isinstance(error, postgres.StillConnected) or moves.passing(error):
                     self.checkpoint(f"step {step} waits: {error}")
                     return Outcome(failed=True)
                 reason = {VerificationFailed: "VerificationFailed", tierdata.TargetNotEmpty: "TargetNotEmpty",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 
+import psycopg
+
 from tenant_operator.api import conditions as cond
 from tenant_operator.api import names
 from tenant_operator.api.conditions import Condition
@@ -121,3 +123,11 @@ def reload(ctx: Context, tenant: Tenant, expected: tuple[str | None, str | None]
 def tenant_password(ctx: Context, tenant_name: str) -> str | None:
     return secret_password(ctx.kube.read(ObjectRef(KINDS[("v1", "Secret")], names.DB_SECRET_NAME,
                                                    names.tenant_namespace(tenant_name))))
+
+
+def passing(error: Exception) -> bool:
+    """A clash with a concurrent statement (two moves granting CONNECT on one database at once), not a
+    problem of the move: the step is tried again, rather than the move rolled back for good."""
+    return isinstance(error, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected |
+                      psycopg.errors.LockNotAvailable) or (
+        isinstance(error, psycopg.errors.InternalError) and "concurrently" in str(error))
