@@ -69,6 +69,9 @@ class Settings:
     replication_catch_up_seconds: float = _setting(
         60.0, help="inside the freeze, how long an online move waits for the target to apply the tail before it "
                    "rolls back")
+    online_checksum_bytes: int = _setting(
+        64 * 1024 * 1024, help="an online move of a tenant larger than this verifies row counts (and sequences) "
+                               "inside its freeze, not checksums of every row: those cost seconds per GB")
     retained_wal_warning_bytes: int = _setting(
         1024 * 1024 * 1024, help="a move's replication slot keeping more WAL than this on the source is warned "
                                  "about (event, condition)")

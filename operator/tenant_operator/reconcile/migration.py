@@ -342,7 +342,8 @@ class _Move:
         postgres.lock_out(self.admin, self.source.role)
         if self.across:
             postgres.lock_out(self.target_admin, self.target.role)
-        checks, problems = tierdata.verify(self.admin, self.target_admin, self.source, self.target)
+        sums = self.record.get("mode") != online.ONLINE or online.small_enough(self.ctx, self.sides)
+        checks, problems = tierdata.verify(self.admin, self.target_admin, self.source, self.target, sums)
         faults.reached("step:verify")
         if problems:
             raise VerificationFailed("; ".join(problems[:5]))
