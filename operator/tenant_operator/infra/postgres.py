@@ -201,6 +201,14 @@ def revoke_connect(admin_dsn: str, database: str, role: str) -> None:
         conn.execute(sql.revoke_connect(database, role))
 
 
+def shut_out_of(admin_dsn: str, database: str, role: str) -> None:
+    """The role may not connect to `database`, and its sessions there end."""
+    with admin_session(admin_dsn) as conn:
+        conn.execute(sql.revoke_connect(database, role))
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND datname = %s",
+                     [role, database])
+
+
 def grant_connect(admin_dsn: str, database: str, role: str) -> None:
     with admin_session(admin_dsn) as conn:
         conn.execute(sql.grant_connect(database, role))

@@ -113,7 +113,8 @@ def _schema_state(conn: psycopg.Connection, schema: str) -> tuple[bool, str | No
     return (False, None, 0) if row is None else (True, row[1], row[2])
 
 
-def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement, password: str | None = None) -> list[str]:
+def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement, password: str | None = None,
+                   connect: bool = True) -> list[str]:
     """Make sure the target can be written: create the isolated database, or check the shared schema.
 
     `admin_dsn` is the target server's. `password` creates the tenant's role there when it has none
@@ -142,8 +143,8 @@ def prepare_target(admin_dsn: str, tenant: str, target: DataPlacement, password:
             exists, comment, tables = _schema_state(conn, target.schema)
             if exists and tables and comment != _marker(tenant):
                 raise TargetNotEmpty(f"schema {target.schema} in database {target.database} already holds tables")
-            # The copy logs in as the tenant, there: shared tenants are granted CONNECT one by one.
-            conn.execute(sql.grant_connect(target.database, target.role))
+            if connect:  # the copy logs in as the tenant, there: shared tenants are granted CONNECT one by one
+                conn.execute(sql.grant_connect(target.database, target.role))
     return actions
 
 

@@ -145,6 +145,7 @@ class _Move:
         self.admin = ctx.server.admin_dsn()
         """The source server's admin; the target server's is `target_admin` (the same one within a server)."""
         self.target_admin = target_ctx.server.admin_dsn()
+        self.target_session = connection.admin_session_dsn(target_ctx.server.admin_dsn(target.database))
         self.across = target_ctx.server.name != ctx.server.name
         self.sides = online.Sides(self.admin, self.target_admin, source, target)
         self.on_server: tuple[str | None, str | None] = (record["started"], on_server) if on_server else (None, None)
@@ -209,9 +210,6 @@ class _Move:
             raise _Stop("MigrationCancelled", f"spec set back to {moves.where(self.record, 'from')} before the switch")
         self.authority.check(before)
 
-    def target_admin_on(self, database: str) -> str:
-        return self.target_ctx.server.admin_dsn(database)
-
     def _wants_source(self) -> bool:
         """The spec asks for the source again: its tier, and its server (pinned there, or a pin taken away
         from a server that does not drain: the operator moves no tenant on its own)."""
@@ -244,14 +242,18 @@ class _Move:
         if self.across and self.target.tier == postgres.SHARED:
             shared_database.ensure_shared_database(self.target_ctx.server.maintenance_dsn(),
                                                    self.ctx.settings.shared_database)
-        actions = tierdata.prepare_target(self.target_admin, self.tenant.name, self.target,
-                                          postgres.new_password() if self.across else None)
         if "mode" not in self.record:
             mode, why, _ = online.choose_mode(self.ctx, self.tenant, self.sides, self.ctx.server.maintenance_dsn())
             self.record.update(mode=mode, modeReason=why)
             self.authority.check("tell how the move copies")
             self.ctx.events.post(self.tenant, "MigrationMode", f"{mode}: {why}")
-        if self.record["mode"] == online.ONLINE:
+        replicated = self.record["mode"] == online.ONLINE
+        actions = tierdata.prepare_target(self.target_admin, self.tenant.name, self.target,
+                                          postgres.new_password() if self.across else None, connect=not replicated)
+        if replicated:
+            # Out of the tenant's reach until the switch: a client still holding an old Secret of this server
+            # would otherwise write into the target behind the replication's back.
+            postgres.shut_out_of(self.target_admin, self.target.database, self.target.role)
             # The target's tables, empty, for the subscription to fill (the tenant owns no function: see online.py).
             tierdata.restore_schema(self.admin, self.target_admin, self.tenant.name, self.source, self.target,
                                     self.ctx.settings.pg_bin_dir)
@@ -265,11 +267,8 @@ class _Move:
             return
         superuser = replication.capability(self.ctx.server.maintenance_dsn()).superuser
         self.authority.check("replicate the tenant's tables")
-
-        def warn(message: str) -> None:
-            self.ctx.events.post(self.tenant, "ReplicationSlotRetainsWAL", message, warning=True)
-
-        waiting = online.replicate(self.ctx, self.sides, self.record, superuser, warn)
+        waiting = online.replicate(self.ctx, self.sides, self.record, superuser, lambda message: self.ctx.events.post(
+            self.tenant, "ReplicationSlotRetainsWAL", message, warning=True))
         faults.reached("step:replicate")
         if waiting is not None:
             raise _Wait(waiting)
@@ -304,7 +303,7 @@ class _Move:
             faults.reached("step:copy")  # frozen, the replication still in place
             online.final_catch_up(self.ctx, self.sides, self.record)
             tierdata.copy_sequences(self.admin, self.target_admin, self.source, self.target)
-            faults.reached("copy:done", dsn=connection.admin_session_dsn(self.target_admin_on(self.target.database)),
+            faults.reached("copy:done", dsn=self.target_session,
                            schema=self.target.schema,
                            table=next(iter(tierdata.table_names(self.target_admin, self.target)), None))
             return
@@ -330,8 +329,7 @@ class _Move:
                                       between_tables=between_tables)
         seconds = time.monotonic() - started
         metrics.MIGRATION_COPY_SECONDS.observe(seconds)
-        target_dsn = connection.admin_session_dsn(self.target_admin_on(self.target.database))
-        faults.reached("copy:done", dsn=target_dsn,
+        faults.reached("copy:done", dsn=self.target_session,
                        schema=self.target.schema, table=next(iter(copied), None))
         log.info("tenant %s: copied %d rows in %d tables in %.2fs", self.tenant.name, sum(copied.values()),
                  len(copied), seconds)
@@ -362,6 +360,8 @@ class _Move:
         if self.across:
             postgres.set_login(self.admin, self.source.role, False)  # the old server is nobody's home now
         tierdata.unmark(self.target_admin, self.target)
+        if record.get("mode") == online.ONLINE:
+            postgres.grant_connect(self.target_admin, self.target.database, self.target.role)
         faults.reached("step:switch")
         self.authority.check("point the tenant at the target")
         converged = self._converge(self.target.tier)
