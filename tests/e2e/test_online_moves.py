@@ -13,7 +13,7 @@ import threading
 import psycopg
 import pytest
 
-from tenant_operator.api.kinds import TENANT, ObjectRef
+from tenant_operator.api.kinds import DATABASE_SERVER, TENANT, ObjectRef
 from tenant_operator.dev.wait import wait_for
 
 from . import writers as writers_module
@@ -119,6 +119,11 @@ def test_online_moves_both_ways_keep_every_write_and_leave_no_replication(launch
                                                                          postgres):
     operator = launch()
     try:
+        # The server says up front that moves off it can be online.
+        online = wait_for(lambda: next((c for c in ((fault_kube.read(ObjectRef(DATABASE_SERVER, "default")) or {})
+                                                    .get("status") or {}).get("conditions", [])
+                                        if c["type"] == "OnlineMoves"), None), what="the server's OnlineMoves")
+        assert (online["status"], online["reason"]) == ("True", "LogicalReplication"), online
         name, before, writers, updater = tenant_with_load(fault_tenants, fault_kube, "shared")
         freezes = []
         try:
