@@ -28,11 +28,10 @@ ROW_BYTES = 1000
 MODES = ("offline", "online")
 
 
-def fill(dsn: str, schema: str, megabytes: int) -> int:
-    """Rows of about 1 kB (some text, numbers, a timestamp) until the schema holds `megabytes`."""
+def fill(url: str, megabytes: int) -> int:
+    """As the tenant: rows of about 1 kB (some text, numbers, a timestamp) until its schema holds `megabytes`."""
     rows = megabytes * 1024 * 1024 // ROW_BYTES
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'SET search_path = "{schema}"')
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL, amount numeric(12,2),"
                      " at timestamptz NOT NULL DEFAULT now(), payload text)")
         conn.execute("INSERT INTO events (account, amount, payload) SELECT g %% 997, g * 0.01,"
@@ -113,9 +112,10 @@ def move_once(env, mode: str, megabytes: int, run: int) -> dict:
             "spec": {"plan": "professional", "tier": "shared"}})
         wait_for(lambda: ((env.kube.read(ObjectRef(TENANT, name)) or {}).get("status") or {}).get("phase")
                  == "Ready", timeout=120, what="the tenant to be Ready")
-        size = fill(env.postgres.dsn(dbname=env.shared_database), f"tenant_big_{mode}_{run}", megabytes)
+        writer = Writer(env.kube, name)
+        size = fill(writer.url(), megabytes)
         baseline = pg_dump_restore(env, f"tenant_big_{mode}_{run}") if mode == "offline" else None
-        writer = Writer(env.kube, name).start()
+        writer.start()
         wait_for(lambda: len(writer.committed) > 100, timeout=60, what="the writer to write")
         before = operator.metrics()
         env.kube.merge_patch(ObjectRef(TENANT, name), {"spec": {"tier": "isolated"}})
