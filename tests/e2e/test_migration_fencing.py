@@ -9,6 +9,7 @@ watches these tenants.
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def test_deletion_during_the_copy_keeps_the_data_where_the_policy_says(policy, l
         operator.stop()
 
 
+def _reconciles(operator) -> float:
+    found = re.findall(r"^tenant_operator_reconciles_total(?:\{[^}]*\})? ([0-9.e+]+)$", operator.metrics(), re.M)
+    return sum(float(value) for value in found)
+
+
 def _leader(fault_kube) -> str | None:
     lease = fault_kube.read(ObjectRef(LEASE, "tenant-operator", "default"))
     return ((lease or {}).get("spec") or {}).get("holderIdentity")
@@ -140,11 +146,20 @@ def test_leader_paused_past_its_lease_never_acts_after_waking(step, launch, faul
             return found and found["reason"] == "MigrationCompleted"
 
         wait_for(completed, timeout=120, what="the new leader to complete the move")
-        tenant = fault_tenants.wait_ready(name, timeout=60)
+        fault_tenants.wait_ready(name, timeout=60)
         assert (_leader(fault_kube) or "").startswith(f"standby-{step}")
+
+        def settled() -> str | None:
+            """The new leader's own follow-up writes (usage on the new home, ...) are over: three reconciles
+            of it change nothing. Only then does a write tell of the woken replica."""
+            seen = fault_tenants.get(name)["metadata"]["resourceVersion"]
+            done = _reconciles(standby)
+            wait_for(lambda: _reconciles(standby) >= done + 3, timeout=30, what="three more reconciles")
+            return seen if fault_tenants.get(name)["metadata"]["resourceVersion"] == seen else None
+
+        version = wait_for(settled, timeout=90, what="the new leader to settle")
         server_log = postgres.data_dir.parent / "server.log"
         offset = len(server_log.read_text(errors="replace"))
-        version = tenant["metadata"]["resourceVersion"]
 
         paused.resume()
         paused.process.send_signal(signal.SIGCONT)

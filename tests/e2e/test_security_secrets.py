@@ -130,7 +130,7 @@ def test_passwords_never_appear_in_tenants_or_their_status(kube, operator, rotat
     for name in rotated:
         status = next(t for t in tenants if t["metadata"]["name"] == name)["status"]
         # Where the credentials are, never what they are.
-        assert set(status["database"]) == {"host", "port", "database", "schema", "secretName"}
+        assert set(status["database"]) == {"server", "host", "port", "database", "schema", "secretName"}
 
     assert_no_password(json.dumps(tenants), every_password(kube, rotated, postgres), "a Tenant")
 
