@@ -61,3 +61,8 @@ def test_a_tenant_with_functions_moves_offline(server):
 def test_an_unknown_move_mode_setting_is_refused_at_start():
     with pytest.raises(SystemExit, match="MOVE_MODE='sideways' is not valid"):
         Settings(database_url=URL, move_mode="sideways")
+
+
+def test_a_tenant_without_tables_is_caught_up_at_once_and_one_table_behind_is_not():
+    assert replication.Progress(tables=0, synchronised=0, lag_bytes=0, retained_bytes=0).caught_up
+    assert not replication.Progress(tables=3, synchronised=2, lag_bytes=0, retained_bytes=0).caught_up
