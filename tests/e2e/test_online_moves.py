@@ -232,3 +232,17 @@ def test_a_tenant_deleted_in_the_middle_of_an_online_move_leaves_no_replication(
     finally:
         survivor.stop()
     assert move_objects(postgres) == []
+
+
+def test_a_tenant_without_a_table_moves_online_at_once(launch, fault_tenants, fault_kube, postgres):
+    operator = launch()
+    try:
+        name = fault_tenants.unique("empty")
+        fault_tenants.create(name, plan="professional", tier="shared")
+        fault_tenants.wait_ready(name, timeout=120)
+        done = move(fault_tenants, fault_kube, name, "isolated", timeout=60)
+        assert "online" in done["message"], done["message"]
+        assert can_write(tenant_secret(fault_kube, name)["DATABASE_URL"])
+        assert move_objects(postgres) == []
+    finally:
+        operator.stop()
