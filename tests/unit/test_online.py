@@ -66,3 +66,17 @@ def test_an_unknown_move_mode_setting_is_refused_at_start():
 def test_a_tenant_without_tables_is_caught_up_at_once_and_one_table_behind_is_not():
     assert replication.Progress(tables=0, synchronised=0, lag_bytes=0, retained_bytes=0).caught_up
     assert not replication.Progress(tables=3, synchronised=2, lag_bytes=0, retained_bytes=0).caught_up
+
+
+def test_a_slot_keeping_too_much_wal_is_warned_of_in_an_event_and_the_moves_condition(monkeypatch):
+    monkeypatch.setattr(replication, "start", lambda *args: [])
+    monkeypatch.setattr(replication, "progress", lambda *args: replication.Progress(3, 1, 5000, 2 * 1024 ** 3))
+    warned: list[str] = []
+    record: dict = {}
+
+    waiting = online.replicate(context(), SIDES, record, True, warned.append)
+
+    assert waiting.startswith("replicating: 1 of 3 table(s) synchronised; WARNING: replication slot")
+    assert len(warned) == 1 and "2147483648 bytes of WAL" in warned[0]
+    assert record["replication"] == {"slot": "tenancy_move_tenant_acme", "tables": 3, "tablesSynchronised": 1,
+                                     "lagBytes": 5000, "retainedWalBytes": 2 * 1024 ** 3}

@@ -73,14 +73,16 @@ def replicate(ctx: Context, sides: Sides, record: dict[str, Any], superuser: boo
     record["replication"] = {"slot": replication.object_name(sides.source.schema), "tables": now.tables,
                              "tablesSynchronised": now.synchronised, "lagBytes": now.lag_bytes,
                              "retainedWalBytes": now.retained_bytes}
+    heavy = ""
     if now.retained_bytes is not None and now.retained_bytes > ctx.settings.retained_wal_warning_bytes:
-        warn(f"replication slot {replication.object_name(sides.source.schema)} keeps "
-             f"{now.retained_bytes} bytes of WAL on the source (warning past "
-             f"{ctx.settings.retained_wal_warning_bytes})")
+        heavy = (f"; WARNING: replication slot {replication.object_name(sides.source.schema)} keeps "
+                 f"{now.retained_bytes} bytes of WAL on the source (warning past "
+                 f"{ctx.settings.retained_wal_warning_bytes})")
+        warn(heavy.removeprefix("; WARNING: "))
     if not now.caught_up:
-        return f"replicating: {now.synchronised} of {now.tables} table(s) synchronised"
+        return f"replicating: {now.synchronised} of {now.tables} table(s) synchronised{heavy}"
     if now.lag_bytes is None or now.lag_bytes > ctx.settings.replication_lag_bytes:
-        return f"replicating: {now.lag_bytes} bytes behind the source"
+        return f"replicating: {now.lag_bytes} bytes behind the source{heavy}"
     return None
 
 
