@@ -235,7 +235,7 @@ class Moves(ReadyTenants):
 
 def fill_tenant(env: Environment, name: str, megabytes: int) -> int:
     """`megabytes` of rows written as the tenant itself (its Secret's DATABASE_URL); the rows written."""
-    fill(tenant_url(env.kube, name), f"tenant_{name}", megabytes)
+    fill(tenant_url(env.kube, name), megabytes)
     return megabytes * 1024 * 1024 // ROW_BYTES
 
 
