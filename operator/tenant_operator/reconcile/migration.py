@@ -265,8 +265,8 @@ class _Move:
     def _replicate(self) -> None:
         if self.record.get("mode") != online.ONLINE:
             return
-        superuser = replication.capability(self.ctx.server.maintenance_dsn()).superuser
         self.authority.check("replicate the tenant's tables")
+        superuser = replication.capability(self.ctx.server.maintenance_dsn()).superuser
         waiting = online.replicate(self.ctx, self.sides, self.record, superuser, lambda message: self.ctx.events.post(
             self.tenant, "ReplicationSlotRetainsWAL", message, warning=True))
         faults.reached("step:replicate")
@@ -299,9 +299,9 @@ class _Move:
     def _copy(self) -> None:
         if self.record.get("mode") == online.ONLINE:
             # Nobody writes now: the target confirms the source's last write, then the replication goes.
-            self.authority.check("take the replication's tail")
             faults.reached("step:copy")  # frozen, the replication still in place
-            online.final_catch_up(self.ctx, self.sides, self.record)
+            online.final_catch_up(self.ctx, self.sides, self.record, self.authority.check)
+            self.authority.check("set the sequences")
             tierdata.copy_sequences(self.admin, self.target_admin, self.source, self.target)
             faults.reached("copy:done", dsn=self.target_session,
                            schema=self.target.schema,

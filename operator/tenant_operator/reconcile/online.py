@@ -86,8 +86,13 @@ def replicate(ctx: Context, sides: Sides, record: dict[str, Any], superuser: boo
     return None
 
 
-def final_catch_up(ctx: Context, sides: Sides, record: dict[str, Any]) -> None:
-    """Inside the freeze: the target confirms the source's last write, then the replication goes."""
+def final_catch_up(ctx: Context, sides: Sides, record: dict[str, Any], check: Callable[[str], None]) -> None:
+    """Inside the freeze: the target confirms the source's last write, then the replication goes.
+
+    `check` proves the process may still act (fence.py) before each look and before the drop: a process
+    that paused here and woke deposed opens no session.
+    """
+    check("take the replication's tail")
     if replication.slot_bytes(sides.source_admin, sides.source) != (None, None):
         lsn = record.setdefault("catchUpLsn", replication.position(sides.source_admin, sides.source))
         deadline = time.monotonic() + ctx.settings.replication_catch_up_seconds
@@ -96,6 +101,8 @@ def final_catch_up(ctx: Context, sides: Sides, record: dict[str, Any]) -> None:
                 raise CatchUpFailed(f"the target did not apply the source's writes up to {lsn} within "
                                     f"{ctx.settings.replication_catch_up_seconds:.0f}s")
             time.sleep(CONFIRM_POLL_SECONDS)
+            check("wait for the replication's tail")
+    check("drop the replication")
     drop(sides)
     record.pop("replication", None)
 
