@@ -242,7 +242,9 @@ def test_a_tenant_without_a_table_moves_online_at_once(launch, fault_tenants, fa
         fault_tenants.wait_ready(name, timeout=120)
         done = move(fault_tenants, fault_kube, name, "isolated", timeout=60)
         assert "online" in done["message"], done["message"]
-        assert can_write(tenant_secret(fault_kube, name)["DATABASE_URL"])
+        with psycopg.connect(tenant_secret(fault_kube, name)["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("CREATE TABLE after_the_move (id int PRIMARY KEY)")
+            conn.execute("INSERT INTO after_the_move VALUES (1)")  # it writes in its new home
         assert move_objects(postgres) == []
     finally:
         operator.stop()
