@@ -63,10 +63,15 @@ class Updater:
                     self.committed[counter] += 1
 
 
-def tenant_with_load(tenants, kube, tier: str) -> tuple[str, dict, Writers, Updater]:
-    name = tenants.unique("online")
+def ready_tenant(tenants, prefix: str, tier: str = "shared") -> str:
+    name = tenants.unique(prefix)
     tenants.create(name, plan="professional", tier=tier)
     tenants.wait_ready(name, timeout=120)
+    return name
+
+
+def tenant_with_load(tenants, kube, tier: str) -> tuple[str, dict, Writers, Updater]:
+    name = ready_tenant(tenants, "online", tier)
     url = tenant_secret(kube, name)["DATABASE_URL"]
     write_sample_data(url)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -146,9 +151,7 @@ def test_online_moves_both_ways_keep_every_write_and_leave_no_replication(launch
 def test_a_tenant_defining_functions_moves_offline_and_says_why(launch, fault_tenants, fault_kube, postgres):
     operator = launch()
     try:
-        name = fault_tenants.unique("fn")
-        fault_tenants.create(name, plan="professional", tier="shared")
-        fault_tenants.wait_ready(name, timeout=120)
+        name = ready_tenant(fault_tenants, "fn")
         with psycopg.connect(tenant_secret(fault_kube, name)["DATABASE_URL"], autocommit=True) as conn:
             conn.execute("CREATE FUNCTION positive(x int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT x > 0'")
             conn.execute("CREATE TABLE t (id int PRIMARY KEY CHECK (positive(id)))")
@@ -237,9 +240,7 @@ def test_a_tenant_deleted_in_the_middle_of_an_online_move_leaves_no_replication(
 def test_a_tenant_without_a_table_moves_online_at_once(launch, fault_tenants, fault_kube, postgres):
     operator = launch()
     try:
-        name = fault_tenants.unique("empty")
-        fault_tenants.create(name, plan="professional", tier="shared")
-        fault_tenants.wait_ready(name, timeout=120)
+        name = ready_tenant(fault_tenants, "empty")
         done = move(fault_tenants, fault_kube, name, "isolated", timeout=60)
         assert "online" in done["message"], done["message"]
         with psycopg.connect(tenant_secret(fault_kube, name)["DATABASE_URL"], autocommit=True) as conn:
