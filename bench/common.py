@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,15 +81,20 @@ def create_tenants(kube: Kube, tenants: list[tuple[str, str]], threads: int = 8)
         list(pool.map(lambda item: kube.create(TENANT.collection_path(), tenant_body(*item)), tenants))
 
 
+def is_ready(item: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (item.get("status") or {}).get("conditions", []))
+
+
 class ReadyTenants:
-    """Which tenants are Ready, kept up to date by one watch.
+    """Which tenants are Ready (or pass another `test`), kept up to date by one watch.
 
     Polling a LIST of a thousand tenants every half second would load the API
     server the operator is being measured on; one watch costs it almost nothing.
     """
 
-    def __init__(self, kube: Kube):
+    def __init__(self, kube: Kube, test: Callable[[dict], bool] = is_ready):
         self.kube = kube
+        self.test = test
         self._ready: dict[str, bool] = {}
         self._changed = threading.Condition()
         self._stopped = threading.Event()
@@ -145,9 +151,7 @@ class ReadyTenants:
     def _update(self, items: list[dict]) -> None:
         with self._changed:
             for item in items:
-                self._ready[item["metadata"]["name"]] = any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in (item.get("status") or {}).get("conditions", []))
+                self._ready[item["metadata"]["name"]] = self.test(item)
             self._changed.notify_all()
 
 

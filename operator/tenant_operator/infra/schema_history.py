@@ -78,13 +78,15 @@ def tenant_dsn(admin_dsn: str, placement: DataPlacement, password: str) -> str:
 
 
 def applied_versions(conn: psycopg.Connection, schema: str) -> dict[int, str]:
-    """version -> checksum of what the history table says was applied ({} before the first)."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                          [f"{sql.Identifier(schema).as_string(conn)}.{HISTORY_TABLE}"]).fetchone()
-    if not exists or not exists[0]:
+    """version -> checksum of what the history table says was applied ({} before the first).
+
+    `conn` is in autocommit: a missing table costs this one statement, not a transaction.
+    """
+    try:
+        rows = conn.execute(sql.SQL("SELECT version, checksum FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(HISTORY_TABLE))).fetchall()
+    except psycopg.errors.UndefinedTable:
         return {}
-    rows = conn.execute(sql.SQL("SELECT version, checksum FROM {}.{}").format(
-        sql.Identifier(schema), sql.Identifier(HISTORY_TABLE))).fetchall()
     return {int(version): checksum for version, checksum in rows}
 
 
@@ -111,12 +113,13 @@ def apply(dsn: str, schema: str, migrations: Sequence[Migration], up_to: int,
         for migration in migrations:
             if migration.version in done and done[migration.version] != migration.checksum:
                 raise ChecksumMismatch(migration.version)
-        applied = []
+        applied: list[int] = []
         for migration in migrations:
             if migration.version in done or migration.version > up_to:
                 continue
             before_each(migration)
-            _apply_one(conn, schema, migration)
+            # The login put search_path on the schema; after a version, whatever it SET is undone first.
+            _apply_one(conn, schema, migration, reset=bool(applied))
             applied.append(migration.version)
         return applied
 
@@ -128,14 +131,14 @@ def _ensure_history(conn: psycopg.Connection, schema: str) -> None:
     ).format(sql.Identifier(schema), sql.Identifier(HISTORY_TABLE)))
 
 
-def _apply_one(conn: psycopg.Connection, schema: str, migration: Migration) -> None:
+def _apply_one(conn: psycopg.Connection, schema: str, migration: Migration, reset: bool) -> None:
     record = sql.SQL("INSERT INTO {}.{} (version, description, checksum, duration_ms) VALUES (%s, %s, %s, %s)").format(
         sql.Identifier(schema), sql.Identifier(HISTORY_TABLE))
-    # Each version starts where the tenant's schema is, whatever an earlier one SET.
-    reset = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
     started = time.monotonic()
     try:
-        conn.execute(reset)
+        if reset:
+            # Each version starts where the tenant's schema is, whatever an earlier one SET.
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         if migration.transactional:
             with conn.transaction():
                 conn.execute(migration.sql.encode())  # no parameters: the simple protocol, several statements
