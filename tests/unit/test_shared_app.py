@@ -3,6 +3,8 @@
 No PostgreSQL here: the pool is a fake that records what each transaction
 runs, and the routing table is a directory laid out the way the kubelet
 mounts a ConfigMap (`..data` -> `..<timestamp>/`, visible names as links).
+In shared mode each tenant has a login of its own (`login` in its entry), and
+the app keeps a pool per server address and login.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import PoolTimeout
+from psycopg_pool import PoolClosed, PoolTimeout
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shared-app"
 sys.path.insert(0, str(EXAMPLE))
@@ -32,11 +34,22 @@ sys.path.insert(0, str(EXAMPLE))
 from shared_app import Routes, SingleTenant, make_app  # noqa: E402
 from shared_app.metrics import UNKNOWN  # noqa: E402
 from shared_app.pools import Pools  # noqa: E402
+from shared_app.routing import Route  # noqa: E402
 from shared_app.server import make_server  # noqa: E402
-from shared_app.settings import SettingsError, server_conninfo, settings_from_env, url_address  # noqa: E402
+from shared_app.settings import (  # noqa: E402
+    SettingsError,
+    login_conninfo,
+    open_pools,
+    settings_from_env,
+    url_address,
+)
 
-ACME = {"schema": "tenant_acme", "role": "tenant_acme", "database": "tenants", "state": "active"}
-GLOBEX = {"schema": "tenant_globex", "role": "tenant_globex", "database": "tenants", "state": "active"}
+ACME = {"schema": "tenant_acme", "role": "tenant_acme", "login": "tenancy_app_for_acme", "database": "tenants",
+        "state": "active"}
+GLOBEX = {"schema": "tenant_globex", "role": "tenant_globex", "login": "tenancy_app_for_globex",
+          "database": "tenants", "state": "active"}
+INITECH = {"schema": "tenant_initech", "role": "tenant_initech", "login": "tenancy_app_for_initech",
+           "database": "tenants", "state": "active"}
 CREATED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
@@ -79,10 +92,15 @@ class FakePool:
         self.conn = conn or FakeConnection()
         self.error = error
         self.taken = 0
-        self.closed = False
+        self.name = "fake"
+        self.closing = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self.closing.is_set()
 
     def close(self) -> None:
-        self.closed = True
+        self.closing.set()
 
     @contextlib.contextmanager
     def connection(self, timeout=None):
@@ -229,12 +247,16 @@ def test_bad_note_is_400_before_any_connection_is_taken(routes_dir, payload):
     assert pool.taken == 0
 
 
-def test_revoked_membership_is_403_and_the_transaction_rolls_back(routes_dir):
-    refused = psycopg.errors.InsufficientPrivilege('permission denied to set role "tenant_acme"')
+@pytest.mark.parametrize("refused", [
+    psycopg.errors.InsufficientPrivilege('permission denied to set role "tenant_acme"'),
+    psycopg.errors.InvalidParameterValue('role "tenant_acme" does not exist'),
+])
+def test_set_role_refused_on_an_active_route_is_503_with_retry_after_and_rolls_back(routes_dir, refused):
+    # The operator took the membership away (a freeze, a suspension) before the kubelet updated the file.
     conn = FakeConnection(fail_on="SET LOCAL ROLE", error=refused)
-    status, _, body = call(shared_app(routes_dir, FakePool(conn)), "GET", "/notes", "acme")
-    assert status == 403
-    assert "revoked" in body["error"]
+    status, headers, body = call(shared_app(routes_dir, FakePool(conn)), "GET", "/notes", "acme")
+    assert (status, headers["Retry-After"]) == (503, "5")
+    assert "retry" in body["error"]
     assert conn.log == ["BEGIN", 'SET LOCAL ROLE "tenant_acme"', "ROLLBACK"]
 
 
@@ -258,60 +280,71 @@ def test_failing_query_is_500_with_json_error(routes_dir):
     assert (status, body) == (500, {"error": "internal error"})
 
 
-# Several database servers: one pool per server address.
+# Several database servers and a login per tenant: one pool per (server address, login).
 
 DEFAULT_ADDRESS = ("db.shared", 5432)
 ON_DEFAULT = {"server": "default", "host": "db.shared", "port": 5432}
 ON_PG_A = {"server": "pg-a", "host": "pg-a.db", "port": 6432}
+PG_A = ("pg-a.db", 6432)
 
 
 class PoolMaker:
-    """Opens a FakePool per address it is asked for, and remembers them."""
+    """Opens a FakePool per (address, login) it is asked for, and remembers them in order."""
 
     def __init__(self) -> None:
-        self.opened: dict[tuple[str, int], FakePool] = {}
+        self.opened: list[tuple[tuple, FakePool]] = []
 
-    def __call__(self, host: str, port: int) -> FakePool:
-        assert (host, port) not in self.opened, "one pool per address"
-        self.opened[host, port] = FakePool()
-        return self.opened[host, port]
+    def __call__(self, address, login: str) -> FakePool:
+        assert all(key != (address, login) or pool.closed for key, pool in self.opened), "one open pool per key"
+        self.opened.append(((address, login), FakePool()))
+        return self.opened[-1][1]
+
+    def keys(self) -> list[tuple]:
+        return [key for key, _ in self.opened]
+
+    def pool(self, address, login: str) -> FakePool:
+        return [pool for key, pool in self.opened if key == (address, login)][-1]
 
 
 def servers_app(routes_dir: Path, limit: int = 16):
-    default, maker = FakePool(), PoolMaker()
-    return make_app(Routes(routes_dir), Pools(default, DEFAULT_ADDRESS, maker, limit=limit)), default, maker
+    maker = PoolMaker()
+    return make_app(Routes(routes_dir), Pools(None, maker, address=DEFAULT_ADDRESS, limit=limit)), maker
 
 
-def test_route_on_another_server_is_served_from_a_pool_for_its_address(routes_dir):
+def test_each_tenant_is_served_from_a_pool_of_its_own_login_on_its_server(routes_dir):
     publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": {**GLOBEX, **ON_PG_A}})
-    app, default, maker = servers_app(routes_dir)
-    assert maker.opened == {}, "pools for other servers are made when first needed"
+    app, maker = servers_app(routes_dir)
+    assert maker.opened == [], "no pool until a route needs it"
     assert call(app, "GET", "/notes", "acme")[0] == 200
     assert call(app, "GET", "/notes", "globex")[0] == 200
-    other = maker.opened[("pg-a.db", 6432)]
-    assert (other.taken, default.taken) == (2, 0)
-    assert other.conn.log[:3] == ["BEGIN", 'SET LOCAL ROLE "tenant_acme"', 'SET LOCAL search_path TO "tenant_acme"']
-    assert app.pools.addresses() == [("pg-a.db", 6432)]
+    assert call(app, "GET", "/notes", "acme")[0] == 200
+    assert maker.keys() == [(PG_A, "tenancy_app_for_acme"), (PG_A, "tenancy_app_for_globex")]
+    acme, globex = maker.pool(PG_A, "tenancy_app_for_acme"), maker.pool(PG_A, "tenancy_app_for_globex")
+    assert (acme.taken, globex.taken) == (2, 1)
+    # The login is NOINHERIT: the transaction still becomes the tenant's role.
+    assert acme.conn.log[:3] == ["BEGIN", 'SET LOCAL ROLE "tenant_acme"', 'SET LOCAL search_path TO "tenant_acme"']
+    assert globex.conn.log[1] == 'SET LOCAL ROLE "tenant_globex"'
 
 
 @pytest.mark.parametrize("entry", [ACME, {**ACME, **ON_DEFAULT}, {**ACME, "server": "default"}],
                          ids=["no-server", "default-address", "name-only"])
-def test_route_without_another_address_uses_the_default_pool(routes_dir, entry):
+def test_route_without_another_address_is_on_database_urls_server(routes_dir, entry):
     publish(routes_dir, {"acme": entry})
-    app, default, maker = servers_app(routes_dir)
+    app, maker = servers_app(routes_dir)
     assert call(app, "GET", "/notes", "acme")[0] == 200
-    assert default.taken == 1
-    assert maker.opened == {}
+    assert maker.keys() == [(DEFAULT_ADDRESS, "tenancy_app_for_acme")]
 
 
 def test_routes_move_between_pools_as_their_entries_change(routes_dir):
-    app, default, maker = servers_app(routes_dir)
+    app, maker = servers_app(routes_dir)
     call(app, "GET", "/notes", "acme")
     publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": GLOBEX})
     app.routes.refresh()
     call(app, "GET", "/notes", "acme")
     call(app, "GET", "/notes", "globex")
-    assert (default.taken, maker.opened[("pg-a.db", 6432)].taken) == (2, 1)
+    assert maker.keys() == [(DEFAULT_ADDRESS, "tenancy_app_for_acme"), (PG_A, "tenancy_app_for_acme"),
+                            (DEFAULT_ADDRESS, "tenancy_app_for_globex")]
+    assert maker.pool(PG_A, "tenancy_app_for_acme").taken == 1
 
 
 @pytest.mark.parametrize("server", [
@@ -329,38 +362,81 @@ def test_routes_move_between_pools_as_their_entries_change(routes_dir):
 def test_malformed_server_address_is_an_unknown_tenant_not_a_crash(routes_dir, server, caplog):
     publish(routes_dir, {"acme": ACME, "broken": {**GLOBEX, **server}})
     with caplog.at_level(logging.WARNING, logger="shared_app.routing"):
-        app, default, maker = servers_app(routes_dir)
+        app, maker = servers_app(routes_dir)
     assert call(app, "GET", "/notes", "broken")[::2] == (404, {"error": "unknown tenant"})
     assert call(app, "GET", "/notes", "acme")[0] == 200
-    assert maker.opened == {}
+    assert maker.keys() == [(DEFAULT_ADDRESS, "tenancy_app_for_acme")]
     assert "'broken'" in caplog.text
 
 
-def test_pools_are_capped_and_a_route_past_the_cap_is_503(routes_dir):
-    publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": {**GLOBEX, "host": "pg-b.db", "port": 5432}})
-    app, default, maker = servers_app(routes_dir, limit=2)
-    assert call(app, "GET", "/notes", "acme")[0] == 200
-    status, headers, _ = call(app, "GET", "/notes", "globex")
+def test_past_the_cap_the_least_recently_used_pool_is_closed(routes_dir):
+    publish(routes_dir, {"acme": ACME, "globex": GLOBEX, "initech": INITECH})
+    app, maker = servers_app(routes_dir, limit=2)
+    for tenant in ("acme", "globex", "acme", "initech"):
+        assert call(app, "GET", "/notes", tenant)[0] == 200
+    globex = maker.pool(DEFAULT_ADDRESS, "tenancy_app_for_globex")
+    assert globex.closing.wait(5), "closed in the background"
+    assert not maker.pool(DEFAULT_ADDRESS, "tenancy_app_for_acme").closed
+    assert app.pools.keys() == [(DEFAULT_ADDRESS, "tenancy_app_for_acme"), (DEFAULT_ADDRESS, "tenancy_app_for_initech")]
+    # The evicted tenant is served again, from a new pool; now acme's is the least recently used.
+    assert call(app, "GET", "/notes", "globex")[0] == 200
+    assert maker.pool(DEFAULT_ADDRESS, "tenancy_app_for_acme").closing.wait(5)
+    assert len(maker.opened) == 4
+
+
+def test_a_pool_closed_after_it_was_picked_is_503_with_retry_after(routes_dir):
+    closed = FakePool(error=PoolClosed("the pool 'shared-app tenancy_app_for_acme@db.shared:5432' is closed"))
+    app = make_app(Routes(routes_dir), Pools(None, lambda address, login: closed, address=DEFAULT_ADDRESS))
+    status, headers, body = call(app, "GET", "/notes", "acme")
     assert (status, headers["Retry-After"]) == (503, "5")
-    assert list(maker.opened) == [("pg-a.db", 6432)]
+    assert "database" in body["error"]
 
 
 def test_every_pool_is_closed_at_shutdown(routes_dir):
     publish(routes_dir, {"acme": {**ACME, **ON_PG_A}, "globex": GLOBEX})
-    app, default, maker = servers_app(routes_dir)
+    app, maker = servers_app(routes_dir)
     call(app, "GET", "/notes", "acme")
+    call(app, "GET", "/notes", "globex")
     app.pools.close()
-    assert default.closed and maker.opened[("pg-a.db", 6432)].closed
+    assert all(pool.closed for _, pool in maker.opened) and len(maker.opened) == 2
+    assert app.pools.keys() == []
 
 
-def test_another_server_is_reached_with_the_app_roles_login():
-    url = "postgresql://tenancy_app_tenants:s%40cret@db.shared:5432/tenants?sslmode=require&hostaddr=10.0.0.1"
-    assert conninfo_to_dict(server_conninfo(url, "pg-a.db", 6432)) == {
-        "user": "tenancy_app_tenants", "password": "s@cret", "dbname": "tenants", "sslmode": "require",
+def test_a_tenant_pool_logs_in_as_the_routes_login_with_the_secrets_password():
+    url = "postgresql://:s%40cret@db.shared:5432/tenants?sslmode=require&hostaddr=10.0.0.1"
+    assert conninfo_to_dict(login_conninfo(url, "tenancy_app_for_acme", ("pg-a.db", 6432))) == {
+        "user": "tenancy_app_for_acme", "password": "s@cret", "dbname": "tenants", "sslmode": "require",
         "host": "pg-a.db", "port": "6432"}
+    assert conninfo_to_dict(login_conninfo(url, "tenancy_app_for_acme", None)) == {
+        "user": "tenancy_app_for_acme", "password": "s@cret", "dbname": "tenants", "sslmode": "require",
+        "host": "db.shared", "port": "5432", "hostaddr": "10.0.0.1"}
     assert url_address(url) == ("db.shared", 5432)
-    assert url_address("postgresql://app@/tenants") == ("localhost", 5432)
-    assert url_address("postgresql://app@a:1,b:2/tenants") is None
+    assert url_address("postgresql://:pw@/tenants") == ("localhost", 5432)
+    assert url_address("postgresql://:pw@a:1,b:2/tenants") is None
+
+
+def test_shared_mode_opens_no_pool_at_start_and_small_lazy_pools_per_login():
+    settings = settings_from_env({"DATABASE_URL": "postgresql://:s%40cret@127.0.0.1:1/tenants",
+                                  "TENANT_ROUTES_DIR": "/etc/r", "POOL_SIZE": "3"})
+    pools = open_pools(settings)
+    assert pools.default is None and pools.keys() == []
+    # A real pool, but min_size=0: it connects to nothing until a request asks.
+    pool = pools.for_route(Route("acme", "tenant_acme", "tenant_acme", "tenancy_app_for_acme", host="pg-a.db",
+                                 port=6432))
+    try:
+        assert conninfo_to_dict(pool.conninfo) == {"user": "tenancy_app_for_acme", "password": "s@cret",
+                                                   "dbname": "tenants", "host": "pg-a.db", "port": "6432"}
+        assert (pool.min_size, pool.max_size, pool.max_idle, pool.num_workers) == (0, 3, 60.0, 1)
+        assert pool.get_stats()["pool_size"] == 0
+    finally:
+        pools.close()
+    assert pool.closed
+
+
+def test_isolated_mode_routes_have_no_login_and_use_the_one_pool():
+    default = FakePool()
+    pools = Pools(default)
+    assert pools.for_route(SingleTenant("acme", "tenant_acme").lookup("acme")) is default
 
 
 # Endpoints that touch no tenant, and the rest of the URL space.
@@ -387,7 +463,7 @@ def test_routing_reload_picks_up_added_changed_and_removed_tenants(routes_dir):
     assert routes.tenants() == {"acme", "globex"}
     assert routes.refresh() is False
 
-    publish(routes_dir, {"acme": ACME, "globex": GLOBEX, "initech": {**ACME, "schema": "tenant_initech"}})
+    publish(routes_dir, {"acme": ACME, "globex": GLOBEX, "initech": INITECH})
     assert routes.refresh() is True
     assert routes.lookup("initech").schema == "tenant_initech"
 
@@ -430,6 +506,10 @@ def test_routing_ignores_hidden_entries(routes_dir):
     json.dumps({key: value for key, value in ACME.items() if key != "schema"}),
     json.dumps({**ACME, "state": "paused"}),
     json.dumps({**ACME, "database": 7}),
+    # No login: an older operator's entry (the new one rewrites them); there is no login to serve it with.
+    json.dumps({key: value for key, value in ACME.items() if key != "login"}),
+    json.dumps({**ACME, "login": ""}),
+    json.dumps({**ACME, "login": 7}),
 ])
 def test_malformed_entry_is_an_unknown_tenant_and_logged(routes_dir, content, caplog):
     publish(routes_dir, {"acme": ACME, "broken": content})
@@ -514,12 +594,13 @@ def test_metrics_endpoint_is_prometheus_text(routes_dir):
 # Settings and serving.
 
 def test_settings_choose_the_mode_and_default_the_rest():
-    shared = settings_from_env({"DATABASE_URL": "postgresql://app@db/tenants", "TENANT_ROUTES_DIR": "/etc/r"})
-    assert (shared.mode, shared.host, shared.port, shared.pool_size) == ("shared", "0.0.0.0", 8080, 10)
+    shared = settings_from_env({"DATABASE_URL": "postgresql://:secret@db/tenants", "TENANT_ROUTES_DIR": "/etc/r"})
+    assert (shared.mode, shared.host, shared.port, shared.pool_size, shared.max_pools) == \
+        ("shared", "0.0.0.0", 8080, 4, 64)
     isolated = settings_from_env({"DATABASE_URL": "postgresql://acme@db/acme", "TENANT_ID": "acme",
-                                  "DATABASE_SCHEMA": "app", "PORT": "9000", "POOL_SIZE": "3"})
-    assert (isolated.mode, isolated.tenant_id, isolated.schema, isolated.port, isolated.pool_size) == \
-        ("isolated", "acme", "app", 9000, 3)
+                                  "DATABASE_SCHEMA": "app", "PORT": "9000", "POOL_SIZE": "3", "MAX_POOLS": "8"})
+    assert (isolated.mode, isolated.tenant_id, isolated.schema, isolated.port, isolated.pool_size,
+            isolated.max_pools) == ("isolated", "acme", "app", 9000, 3, 8)
 
 
 @pytest.mark.parametrize("environ", [
@@ -527,6 +608,8 @@ def test_settings_choose_the_mode_and_default_the_rest():
     {"DATABASE_URL": "postgresql://db"},
     {"DATABASE_URL": "postgresql://db", "TENANT_ID": "acme", "TENANT_ROUTES_DIR": "/etc/r"},
     {"DATABASE_URL": "postgresql://db", "TENANT_ID": "acme", "PORT": "http"},
+    {"DATABASE_URL": "postgresql://db", "TENANT_ROUTES_DIR": "/etc/r", "MAX_POOLS": "0"},
+    {"DATABASE_URL": "not a url = at all", "TENANT_ROUTES_DIR": "/etc/r"},
 ])
 def test_settings_refuse_an_environment_that_names_no_way_to_run(environ):
     with pytest.raises(SettingsError):

@@ -3,8 +3,8 @@
 A request to /notes goes through a chain of guards before any SQL: a known
 path and method, a tenant header, a tenant the routing table knows, a state
 that may be served. Only then does it take a connection from the pool of the
-tenant's database server (pools.py), inside one transaction as that tenant
-(database.py). /healthz and /metrics touch no tenant.
+tenant's login on its database server (pools.py), inside one transaction as
+that tenant (database.py). /healthz and /metrics touch no tenant.
 """
 
 from __future__ import annotations
@@ -100,8 +100,11 @@ class SharedApp:
         except HttpError as error:
             return error.response()
         except AccessRevoked as error:
+            # Only an active route gets here: the operator took the membership away (a move's
+            # freeze, a suspension) and the mounted routing file has not caught up yet (the kubelet
+            # can take a minute). It will say why soon; until then the client retries.
             log.warning("tenant %s: SET ROLE refused (%s)", tenant_label(request.route), error)
-            return HttpError(403, "access to this tenant's data is revoked").response()
+            return unavailable("this tenant's data cannot be reached now; retry shortly").response()
         except DatabaseUnavailable as error:
             log.warning("tenant %s: database unavailable (%s)", tenant_label(request.route), error)
             return unavailable("the database is unavailable; retry shortly").response()
@@ -164,8 +167,9 @@ def make_app(routes: RoutingTable, pool: ConnectionPool | Pools, *, metrics: Met
              clock: Callable[[], float] = time.perf_counter) -> SharedApp:
     """The WSGI application for a routing table (Routes or SingleTenant) and its connection pools.
 
-    A bare pool is one server: every tenant is served from it. pool_timeout is
-    how long a request waits for a connection before 503.
+    A bare pool is one login on one server: every tenant is served from it
+    (isolated mode, tests). pool_timeout is how long a request waits for a
+    connection before 503.
     """
     pools = pool if isinstance(pool, Pools) else Pools(pool)
     return SharedApp(routes, pools, metrics or Metrics(), pool_timeout, clock)

@@ -1,15 +1,17 @@
 """One request's transaction, as its tenant, on a pooled connection.
 
-The app logs in as a NOINHERIT role that can reach no tenant's data until it
-runs `SET ROLE <tenant role>`. Doing that with SET LOCAL inside the request's
-one transaction means the role and search_path end with the transaction: a
-connection goes back to the pool as the app role again, whatever the handler
+In shared mode the app logs in as the tenant's own app login, a NOINHERIT
+member of the tenant's role: it reaches no data until it runs `SET ROLE
+<tenant role>`. Doing that with SET LOCAL inside the request's one
+transaction means the role and search_path end with the transaction: a
+connection goes back to the pool as the login again, whatever the handler
 did or however it failed. Identifiers come from the routing table and are
 quoted by psycopg.sql, never formatted into the text.
 
-The operator revokes a membership and then ends the app role's sessions, so
-two failures are expected here and told apart for the caller: SET ROLE
-refused (the routing file not updated yet) and a connection that broke.
+The operator revokes a membership (a move's freeze, a suspension) and then
+ends the login's sessions, so two failures are expected here and told apart
+for the caller: SET ROLE refused (the routing file not updated yet) and a
+connection that broke.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ _REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidParamete
 
 
 class AccessRevoked(Exception):
-    """PostgreSQL refused SET ROLE: the tenant's role is no longer ours to use."""
+    """PostgreSQL refused SET ROLE: the tenant's role is not ours to use now."""
 
 
 class DatabaseUnavailable(Exception):
@@ -65,5 +67,6 @@ def tenant_transaction(pool: ConnectionPool, route: Route, timeout: float) -> It
             _enter_tenant(conn, route)
             yield conn
     except psycopg.OperationalError as error:
-        # PoolTimeout is one too: no connection could be had in time.
+        # PoolTimeout is one too (no connection could be had in time), and PoolClosed (the
+        # pool was closed as least recently used between for_route and here).
         raise DatabaseUnavailable(str(error).strip()) from error

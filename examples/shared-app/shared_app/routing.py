@@ -38,14 +38,17 @@ CHECK_INTERVAL_SECONDS = 1.0
 class Route:
     """Where one tenant's data is and whether it may be served now.
 
-    `role` is None in isolated mode, where the login already is the tenant.
-    `host` and `port` are the database server the tenant lives on; None (an
-    entry from before servers, or isolated mode) is the server of DATABASE_URL.
+    `login` is what the app logs in as to serve this tenant in shared mode: a
+    role of its own that can become `role` and no other tenant's. Both are
+    None in isolated mode, where the login already is the tenant. `host` and
+    `port` are the database server the tenant lives on; None (an entry from
+    before servers, or isolated mode) is the server of DATABASE_URL.
     """
 
     tenant: str
     schema: str | None
     role: str | None
+    login: str | None = None
     database: str | None = None
     state: str = ACTIVE
     server: str | None = None
@@ -70,7 +73,9 @@ def parse_route(tenant: str, text: str) -> Route:
         raise MalformedRoute(f"not JSON: {error}") from None
     if not isinstance(entry, dict):
         raise MalformedRoute("not a JSON object")
-    for field in ("schema", "role"):
+    # An entry without a login is an older operator's (the new one rewrites them at its start):
+    # DATABASE_URL names no user, and there is no shared login to fall back on (pools.py).
+    for field in ("schema", "role", "login"):
         if not isinstance(entry.get(field), str) or not entry[field]:
             raise MalformedRoute(f"{field!r} is missing or not a non-empty string")
     database = entry.get("database")
@@ -81,7 +86,7 @@ def parse_route(tenant: str, text: str) -> Route:
     if not isinstance(state, str) or state not in STATES:
         raise MalformedRoute(f"'state' is not one of {sorted(STATES)}")
     server, host, port = _server(entry)
-    return Route(tenant, entry["schema"], entry["role"], database, state, server, host, port)
+    return Route(tenant, entry["schema"], entry["role"], entry["login"], database, state, server, host, port)
 
 
 def _server(entry: dict) -> tuple[str | None, str | None, int | None]:
