@@ -1,4 +1,4 @@
-"""The shared tier's data plane: the app role, its memberships, and the reference app serving through them.
+"""The shared tier's data plane: the app's login per tenant, its membership, and the reference app serving through it.
 
 On the real API server and PostgreSQL, with the operator as a process (paused
 inside a move's copy, so the move's `moving` state can be seen) and the
@@ -93,12 +93,22 @@ def _role(name: str) -> str:
     return "tenant_" + name.replace("-", "_")
 
 
+def _login(name: str) -> str:
+    return "tenancy_app_for_" + name.replace("-", "_")
+
+
+def _as_login(app_url: str, name: str) -> str:
+    """The app's DSN (the Secret's password, no user) logged in as the tenant's own app login."""
+    return make_conninfo(app_url, user=_login(name))
+
+
 def _members_of_app(admin: psycopg.Connection) -> set[str]:
-    """The tenant roles the shared app role of this test's shared database may act as."""
-    rows = admin.execute("SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
-                         " JOIN pg_roles a ON a.oid = m.member WHERE a.rolname = 'tenancy_app_' || current_database()"
+    """The tenant roles some app login may act as; each login a member of its own tenant's role and no other."""
+    rows = admin.execute("SELECT r.rolname, a.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+                         " JOIN pg_roles a ON a.oid = m.member WHERE starts_with(a.rolname, 'tenancy_app_')"
                          ).fetchall()
-    return {row[0] for row in rows}
+    assert all(login == "tenancy_app_for_" + role.removeprefix("tenant_") for role, login in rows), rows
+    return {role for role, _ in rows}
 
 
 def _notes_of(kube, name: str) -> list[str]:
@@ -106,31 +116,68 @@ def _notes_of(kube, name: str) -> list[str]:
         return [row[0] for row in conn.execute("SELECT body FROM notes ORDER BY id").fetchall()]
 
 
-def test_app_role_reaches_tenant_data_only_by_set_role(fault_kube, fault_tenants, plan, app_url, postgres,
-                                                       launch):
+def test_app_logins_reach_tenant_data_only_by_set_role_and_only_their_own(fault_kube, fault_tenants, plan, app_url,
+                                                                          postgres, launch):
     a, b = _ready_pair(fault_tenants, plan)
     admin_dsn = make_conninfo(postgres.url(), dbname=launch.shared_database)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        attributes = admin.execute("SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolbypassrls,"
-                                   " rolcanlogin FROM pg_roles WHERE rolname = 'tenancy_app_' || current_database()"
-                                   ).fetchone()
-        assert attributes == (False, False, False, False, False, True)
+        for name in (a, b):
+            attributes = admin.execute("SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolbypassrls,"
+                                       " rolcanlogin FROM pg_roles WHERE rolname = %s", [_login(name)]).fetchone()
+            assert attributes == (False, False, False, False, False, True)
         assert {_role(a), _role(b)} <= _members_of_app(admin)
 
-    with psycopg.connect(app_url, autocommit=True) as conn:
+    with psycopg.connect(_as_login(app_url, a), autocommit=True) as conn:
         for name in (a, b):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(f"SELECT count(*) FROM {_role(name)}.notes")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(f"INSERT INTO {_role(name)}.notes (body) VALUES ('app alone')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # A's login may never become B
+            conn.execute(f"SET ROLE {_role(b)}")
         conn.execute(f"SET ROLE {_role(a)}")
         assert conn.execute(f"SELECT count(*) FROM {_role(a)}.notes").fetchone() == (0,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # acting as A reaches nothing of B's
             conn.execute(f"SELECT count(*) FROM {_role(b)}.notes")
     # Its own credentials reach nothing else: not the maintenance database's tenants, not a superuser's powers.
-    with psycopg.connect(app_url, autocommit=True) as conn:
+    with psycopg.connect(_as_login(app_url, a), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("CREATE TABLE public.planted (id int)")
+
+
+ESCAPE = """
+CREATE FUNCTION escape() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN
+    RESET ROLE;  -- back to the session's login, whatever SET LOCAL ROLE said
+    EXECUTE format('SET ROLE %I', '{b}');
+    NEW.body := NEW.body || ' | stolen: ' || (SELECT coalesce(string_agg(body, ','), '') FROM {b}.notes);
+    EXECUTE format('INSERT INTO %I.notes (body) VALUES (%L)', '{b}', 'planted by a');
+  EXCEPTION WHEN others THEN
+    NEW.body := NEW.body || ' | escape failed: ' || SQLERRM;
+  END;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER escape BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION escape();
+"""
+
+
+def test_tenant_code_in_the_apps_transaction_cannot_reach_another_tenant(fault_kube, fault_tenants, plan, app):
+    # A trigger of A's (A owns its schema) runs inside the app's request for A: RESET ROLE there goes back
+    # to the session's login. That login must be A's alone, or one request of A's reads and writes B.
+    a, b = _ready_pair(fault_tenants, plan)
+    app.volume.sync()
+    app.answers(b, 200)
+    assert app.request("POST", "/notes", b, {"body": "secret of b"})[0] == 201
+    with psycopg.connect(tenant_secret(fault_kube, a)["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute(ESCAPE.format(b=_role(b)).encode())
+
+    assert app.request("POST", "/notes", a, {"body": "hello"})[0] == 201
+
+    (note,) = _notes_of(fault_kube, a)
+    assert "secret of b" not in note and "stolen" not in note, note
+    assert "escape failed: permission denied to set role" in note, note  # it was tried, and refused
+    assert _notes_of(fault_kube, b) == ["secret of b"]  # read with B's own credentials
 
 
 def test_requests_see_and_write_only_their_own_tenant(fault_kube, fault_tenants, plan, app):
@@ -169,7 +216,7 @@ def test_suspension_cuts_the_app_off_even_on_a_session_opened_before(fault_kube,
     assert app.request("POST", "/notes", a, {"body": "before"})[0] == 201
     writers = Writers(fault_kube, a, count=2).start()
     wait_for_commits(writers, more_than=20)
-    early = psycopg.connect(app_url, autocommit=True)
+    early = psycopg.connect(_as_login(app_url, a), autocommit=True)
     early.execute(f"SET ROLE {_role(a)}")  # a session acting as A before the suspension
 
     fault_kube.merge_patch(ObjectRef(TENANT, a), {"spec": {"suspended": True}})
@@ -192,7 +239,13 @@ def test_suspension_cuts_the_app_off_even_on_a_session_opened_before(fault_kube,
         assert _role(b) in _members_of_app(admin)
 
     fault_kube.merge_patch(ObjectRef(TENANT, a), {"spec": {"suspended": False}})
-    fault_tenants.wait_ready(a)
+
+    def resumed() -> bool:  # a suspended tenant is Ready too: its phase, for this generation, says it serves again
+        body = fault_tenants.get(a)
+        status = body.get("status") or {}
+        return status.get("phase") == "Ready" and status.get("observedGeneration") == body["metadata"]["generation"]
+
+    wait_for(resumed, timeout=60, what=f"tenant {a} resumed")
     app.volume.sync()
     app.answers(a, 200)
     assert app.request("POST", "/notes", a, {"body": "back"})[0] == 201
@@ -256,7 +309,11 @@ def test_a_tenant_moving_to_isolated_is_503_then_served_by_its_own_web_app(fault
         web.stop()
 
 
-def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_kube, app_url, operator):
+def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_kube, fault_tenants, plan, app_url,
+                                                                       operator):
+    a = fault_tenants.unique("nr")
+    fault_tenants.create(a, plan=plan)
+    fault_tenants.wait_ready(a, timeout=120)
     secret_ref = ObjectRef(KINDS[("v1", "Secret")], "shared-app-db", SHARED_NAMESPACE)
     deployment_ref = ObjectRef(KINDS[("apps/v1", "Deployment")], "shared-web", SHARED_NAMESPACE)
     request = f"r-{secrets.token_hex(3)}"
@@ -276,10 +333,10 @@ def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_ku
 
     new_url = wait_for(rotated, timeout=60, what="the shared app's password to be rotated")
     assert new_url != app_url
-    with psycopg.connect(new_url, autocommit=True) as conn:
-        assert conn.execute("SELECT current_user = 'tenancy_app_' || current_database()").fetchone() == (True,)
+    with psycopg.connect(_as_login(new_url, a), autocommit=True) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (_login(a),)
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(app_url, connect_timeout=5).close()
+        psycopg.connect(_as_login(app_url, a), connect_timeout=5).close()
     wait_for(lambda: digest() != before, timeout=30, what="shared-web's pods to roll")
 
     # A Secret lost is made again with a new password, and the pods roll to it as well.
@@ -287,8 +344,8 @@ def test_app_credentials_rotate_on_request_and_roll_the_shared_workload(fault_ku
     fault_kube.delete(secret_ref)
     again = wait_for(lambda: fault_kube.read(secret_ref), timeout=60, what="the Secret made again")
     remade = base64.b64decode(again["data"]["DATABASE_URL"]).decode()
-    with psycopg.connect(remade, autocommit=True) as conn:
-        assert conn.execute("SELECT current_user = 'tenancy_app_' || current_database()").fetchone() == (True,)
+    with psycopg.connect(_as_login(remade, a), autocommit=True) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (_login(a),)
     wait_for(lambda: digest() != rolled, timeout=30, what="shared-web's pods to roll to the new Secret")
 
 
@@ -303,7 +360,28 @@ def test_deleted_tenant_leaves_the_app_no_way_in(fault_kube, fault_tenants, plan
     assert _role(a) not in members and _role(b) in members
     url = wait_for(lambda: _secret(fault_kube, "shared-app-db", SHARED_NAMESPACE)["DATABASE_URL"], timeout=30,
                    what="the shared app's Secret")
-    with psycopg.connect(url, autocommit=True) as conn:
-        if kept:  # reclaimPolicy Retain keeps the role and its schema: the app still may not act as it
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"SET ROLE {_role(a)}")
+    if not kept:  # reclaimPolicy Delete: A's app login went with its role
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(_as_login(url, a), connect_timeout=5).close()
+        return
+    # Retain keeps the role and its schema: the app's login for A may still log in, and act as nobody.
+    with psycopg.connect(_as_login(url, a), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"SET ROLE {_role(a)}")
+
+
+def test_the_single_app_role_of_earlier_builds_is_taken_apart(fault_tenants, plan, operator, postgres, launch):
+    # Earlier builds made one app role per shared database, a member of every served tenant: an upgrade
+    # must not leave that way in behind.
+    a = fault_tenants.unique("nu")
+    fault_tenants.create(a, plan=plan)
+    fault_tenants.wait_ready(a, timeout=120)
+    old = "tenancy_app_" + launch.shared_database
+    with psycopg.connect(make_conninfo(postgres.url(), dbname=launch.shared_database), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {old} LOGIN NOINHERIT PASSWORD 'old-build'")
+        admin.execute(f"GRANT CONNECT ON DATABASE {launch.shared_database} TO {old}")
+        admin.execute(f"GRANT {_role(a)} TO {old}")
+
+        wait_for(lambda: admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [old]).fetchone() is None,
+                 timeout=60, what=f"the operator to drop {old}")
+        assert _role(a) in _members_of_app(admin)  # A's own login still serves it

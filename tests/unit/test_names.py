@@ -92,6 +92,16 @@ def test_distinct_tenants_never_share_a_namespace_or_sql_name(pair):
     assert names.sql_name(first) != names.sql_name(second)
 
 
+def test_shared_app_login_is_one_per_tenant_and_never_a_tenants_role():
+    from tenant_operator.api.names import TENANT_NAME_MAX_LENGTH, role_name, shared_app_login, shared_app_login_of_role
+
+    assert shared_app_login("acme-corp") == "tenancy_app_for_acme_corp"
+    assert shared_app_login_of_role(role_name("acme-corp")) == shared_app_login("acme-corp")
+    assert shared_app_login("a") != shared_app_login("b")
+    assert len(shared_app_login("x" * TENANT_NAME_MAX_LENGTH).encode()) <= 63
+    assert not shared_app_login("x").startswith("tenant_")
+
+
 def test_shared_app_role_is_one_per_shared_database_and_never_a_tenants():
     from tenant_operator.api.names import shared_app_role
 

@@ -564,8 +564,8 @@ def test_shared_namespace_is_not_a_tenant_namespace():
 def test_route_entry_maps_the_tenant_to_its_schema():
     entry = render.route_entry(tenant("acme-corp"), "tenants")
 
-    assert json.loads(entry) == {"schema": "tenant_acme_corp", "role": "tenant_acme_corp", "database": "tenants",
-                                 "state": "active"}
+    assert json.loads(entry) == {"schema": "tenant_acme_corp", "role": "tenant_acme_corp",
+                                 "login": "tenancy_app_for_acme_corp", "database": "tenants", "state": "active"}
 
 
 @pytest.mark.parametrize("state", ["active", "suspended", "moving"])
@@ -585,14 +585,14 @@ def test_route_entry_refuses_a_state_the_app_would_not_know():
 def test_route_entry_holds_nothing_secret():
     entry = json.loads(render.route_entry(tenant(), "tenants"))
 
-    assert set(entry) == {"schema", "role", "database", "state"}
+    assert set(entry) == {"schema", "role", "login", "database", "state"}
 
 
 def test_route_entry_names_the_server_the_tenant_lives_on():
     entry = json.loads(render.route_entry(tenant(), "tenants", server=("pg-2", "pg-2.db", 5433)))
 
     assert (entry["server"], entry["host"], entry["port"]) == ("pg-2", "pg-2.db", 5433)
-    assert set(entry) == {"schema", "role", "database", "state", "server", "host", "port"}
+    assert set(entry) == {"schema", "role", "login", "database", "state", "server", "host", "port"}
 
 
 def test_shared_workload_logs_in_as_the_app_role_and_rolls_on_rotation():
@@ -607,12 +607,13 @@ def test_shared_workload_logs_in_as_the_app_role_and_rolls_on_rotation():
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-def test_shared_app_secret_holds_the_login_and_no_more():
+def test_shared_app_secret_holds_the_password_and_no_user():
+    # Each tenant has a login of its own, named by its routing entry; the Secret gives them all one password.
     secret = render.shared_app_secret(SETTINGS, "db.example", 5432, "p@ss/word", "r1")
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
-    assert data["user"] == "tenancy_app_tenants"
-    assert data["DATABASE_URL"] == "postgresql://tenancy_app_tenants:p%40ss%2Fword@db.example:5432/tenants"
+    assert set(data) == {"host", "port", "database", "password", "DATABASE_URL"}
+    assert data["DATABASE_URL"] == "postgresql://:p%40ss%2Fword@db.example:5432/tenants"
     assert secret["metadata"]["namespace"] == SETTINGS.shared_namespace
     assert secret["metadata"]["annotations"] == {"tenancy.dev/rotated-for": "r1"}
 

@@ -28,6 +28,7 @@ DB_SECRET_NAME = "tenant-db"
 OWNER_CLUSTER_ROLE = "tenancy-tenant-owner"
 """Owners' rights in their namespace: rbac/tenant-owner-clusterrole.yaml, installed with the operator."""
 SHARED_APP_ROLE_PREFIX = "tenancy_app_"
+SHARED_APP_LOGIN_PREFIX = "tenancy_app_for_"
 SHARED_APP_SECRET = "shared-app-db"
 """Its credentials, in the shared namespace, mounted by the shared workload."""
 ROTATED_FOR_ANNOTATION = f"{GROUP}/rotated-for"
@@ -47,12 +48,26 @@ def sql_name(tenant_name: str) -> str:
     return "tenant_" + tenant_name.replace("-", "_")
 
 
-def shared_app_role(shared_database: str) -> str:
-    """The shared workload's login for one shared database: a member of each served shared tenant's role.
+def shared_app_login(tenant_name: str) -> str:
+    """The shared workload's login for one tenant: a member of that tenant's role alone, while it is served.
 
-    One per shared database, not per server: two installs sharing a server must not share (and
-    keep resetting) one password. Never `tenant_...`; a long database name is cut and hashed
-    so the name stays one PostgreSQL identifier.
+    One login per tenant, not one for all: tenant code (a trigger, a DEFAULT) runs inside the
+    app's transaction, and RESET ROLE there goes back to the login. A login that is a member
+    of every tenant would hand that code every tenant (infra/shared_app.py). Never `tenant_...`.
+    """
+    return SHARED_APP_LOGIN_PREFIX + tenant_name.replace("-", "_")
+
+
+def shared_app_login_of_role(role: str) -> str:
+    """shared_app_login of the tenant whose role (sql_name) this is."""
+    return SHARED_APP_LOGIN_PREFIX + role.removeprefix("tenant_")
+
+
+def shared_app_role(shared_database: str) -> str:
+    """The one app role of a shared database that earlier builds made: dropped at start-up.
+
+    It was a member of every served tenant's role, which tenant code in the app's session could
+    reach with RESET ROLE (see shared_app_login). Cut and hashed like it was, to find it.
     """
     name = SHARED_APP_ROLE_PREFIX + shared_database
     if len(name.encode()) <= 63:

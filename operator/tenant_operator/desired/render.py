@@ -179,10 +179,12 @@ def owners_role_binding(tenant) -> dict | None:
     }
 
 
-def database_url(host: str, port: int, database: str, user: str, password: str) -> str:
+def database_url(host: str, port: int, database: str, user: str | None, password: str) -> str:
+    """`user` None: a URL with the password alone (`postgresql://:secret@host...`), the user given elsewhere."""
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address: without brackets its colons read as the port
-    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(database, safe='')}"
+    login = quote(user, safe='') if user is not None else ""
+    return f"postgresql://{login}:{quote(password, safe='')}@{host}:{port}/{quote(database, safe='')}"
 
 
 def database_secret(tenant, host: str, port: int, database: str, schema: str, password: str,
@@ -211,10 +213,13 @@ def database_secret(tenant, host: str, port: int, database: str, schema: str, pa
 
 
 def shared_app_secret(settings: Settings, host: str, port: int, password: str, rotation: str | None) -> dict:
-    """The shared workload's credentials: the app role's login on the shared database (shared_app.py)."""
-    user, database = names.shared_app_role(settings.shared_database), settings.shared_database
-    fields = {"host": host, "port": str(port), "database": database, "user": user, "password": password,
-              "DATABASE_URL": database_url(host, port, database, user, password)}
+    """The shared workload's credentials: the password of every tenant login on the shared database.
+
+    No user: the app logs in to each tenant as the login its routing entry names (app_logins.py).
+    """
+    database = settings.shared_database
+    fields = {"host": host, "port": str(port), "database": database, "password": password,
+              "DATABASE_URL": database_url(host, port, database, None, password)}
     metadata: dict[str, Any] = {"name": names.SHARED_APP_SECRET, "namespace": settings.shared_namespace,
                                 "labels": _shared_labels()}
     if rotation:
@@ -245,12 +250,13 @@ def route_entry(tenant, database: str, state: str = "active",
 
     state: active (serve it), suspended (403), moving (503 until the move ends; the entry goes
     if the tenant lands on the isolated tier). `server`: (name, host, port) of the DatabaseServer
-    it lives on, for an app that serves tenants on several servers with the one app role.
+    it lives on, for an app that serves tenants on several servers. `login` is the app's login
+    for this tenant alone (app_logins.py), `role` what that login SETs ROLE to.
     """
     if state not in ROUTE_STATES:
         raise ValueError(f"unknown route state {state!r}")
     entry: dict[str, Any] = {"schema": names.schema_name(tenant.name), "role": names.role_name(tenant.name),
-                             "database": database, "state": state}
+                             "login": names.shared_app_login(tenant.name), "database": database, "state": state}
     if server is not None:
         entry.update(server=server[0], host=server[1], port=server[2])
     return json.dumps(entry, sort_keys=True)

@@ -138,7 +138,7 @@ def set_login(admin_dsn: str, role: str, enabled: bool) -> bool:
     Returns whether the LOGIN attribute changed.
     """
     with admin_session(admin_dsn) as conn:
-        state = fetch_one(conn, sql.role_state(role, member=role_grants.app_role(conn)))
+        state = fetch_one(conn, sql.role_state(role, member=role_grants.app_login(role)))
         if state is None:
             raise RoleMissing(f"PostgreSQL role {role} does not exist")
         changed = state["rolcanlogin"] != enabled
@@ -224,7 +224,7 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
     """
     actions: list[str] = []
     with admin_session(admin_dsn) as admin:
-        state = fetch_one(admin, sql.role_state(placement.role, member=role_grants.app_role(admin)))
+        state = fetch_one(admin, sql.role_state(placement.role, member=role_grants.app_login(placement.role)))
         role_exists = state is not None
         if state is not None:
             # Block new sessions, then end the open ones: they hold locks DROP waits for.
@@ -246,6 +246,11 @@ def drop_tenant_data(admin_dsn: str, placement: DataPlacement) -> EnsureResult:
             actions.append("dropped role")
         if fetch_one(admin, sql.role_state(stop_owner(placement))) is not None:
             admin.execute(sql.drop_role(stop_owner(placement)))  # it owned only the data dropped above
+        login = role_grants.app_login(placement.role)
+        if fetch_one(admin, sql.role_state(login)) is not None:
+            _revoke_grants_of_others(admin, admin_dsn, login)  # CONNECT on the shared database, nothing else
+            admin.execute(sql.drop_role(login))
+            actions.append("dropped the shared app's login")
     return EnsureResult(tuple(actions))
 
 
@@ -293,7 +298,7 @@ def _ensure_role(
     login: bool | None = None, served: bool | None = None, settings: dict[str, str] | None = None,
 ) -> list[str]:
     role = placement.role
-    state = fetch_one(conn, sql.role_state(role, placement.schema, role_grants.app_role(conn)))
+    state = fetch_one(conn, sql.role_state(role, placement.schema, role_grants.app_login(role)))
     actions = []
     if state is None:
         if password is None:
@@ -322,7 +327,8 @@ def _ensure_role(
         actions.append("granted CONNECT on shared database")
     actions += role_grants.ensure_role_settings(conn, role, state, settings or {})
     if served is not None:
-        actions += role_grants.serve_by_shared_app(conn, role, state, served and placement.tier == SHARED)
+        actions += role_grants.serve_by_shared_app(conn, role, state, served and placement.tier == SHARED,
+                                                  connection_limit)
     return actions
 
 

@@ -141,7 +141,7 @@ class Controller:
         if needs_apply(namespace, kube.read(ObjectRef.of(namespace))):
             kube.apply(namespace)
         # The workload's Secret before the workload that mounts it.
-        self.credentials = shared_app.ensure_credentials(kube, settings)[0]
+        self.credentials = shared_app.ensure_credentials(kube, settings)
         self._apply_shared_workload()
 
     def _apply_shared_workload(self) -> None:
@@ -162,13 +162,11 @@ class Controller:
                 log.exception("could not %s", what)
 
     def _shared_credentials_once(self) -> None:
-        """The app role's password matching its Secret, and rotated when asked (shared_app.py)."""
+        """The app logins' password matching its Secret, and rotated when asked (shared_app.py)."""
         if not self.leading():
             return  # asked again in the thread: a process paused since the loop asked acts on nothing
         others = self.keeper.shared_servers() if self.keeper else []
-        credentials, created = shared_app.ensure_credentials(self.kube, self.context.settings, others)
-        for tenant in {t for server in created for t in waiting_on(server, list(self.tenants.values()))}:
-            self._loop.call_soon_threadsafe(self._wake, tenant)  # members of the role just made there
+        credentials = shared_app.ensure_credentials(self.kube, self.context.settings, others)
         if credentials != self.credentials:
             self.credentials = credentials
             self._apply_shared_workload()
