@@ -2,7 +2,7 @@
 
 The operator provisions two tenants on a plan whose DatabaseSchema holds the
 app's notes table; the reference app (examples/shared-app) runs as a local
-process fed from the real routing ConfigMap and the app role's Secret, and
+process fed from the real routing ConfigMap and the app logins' Secret, and
 `--clients` threads send requests alternating between the two tenants (every
 `--write-every`-th a POST, the rest GETs) for `--seconds`. Each request is one
 transaction that does SET LOCAL ROLE and SET LOCAL search_path first.
