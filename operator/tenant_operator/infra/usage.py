@@ -3,8 +3,9 @@
 Measured once per resync pass (not per tenant): the sizes of the shared tier's
 schemas (the sum of pg_total_relation_size over each schema's tables and
 materialized views: their indexes and TOAST included), the sizes of the
-isolated tier's databases (pg_database_size), and the sessions each tenant role
-has open (pg_stat_activity). Keyed by the tenant's PostgreSQL name
+isolated tier's databases (pg_database_size), and the sessions each tenant has
+open (pg_stat_activity): its role's, and its shared app login's (the app's
+connections to it, names.shared_app_login). Keyed by the tenant's PostgreSQL name
 (names.sql_name); a quarantined copy has another name and is not counted.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from tenant_operator.api import names
 from tenant_operator.infra.connection import admin_session
 
 
@@ -41,7 +43,10 @@ WITH schemas AS (
 SELECT coalesce(s.name, d.name) AS name, coalesce(s.bytes, 0) + coalesce(d.bytes, 0) AS bytes
 FROM schemas s FULL JOIN databases d ON d.name = s.name
 """)
-_SESSIONS = sql.SQL("SELECT usename, count(*) FROM pg_stat_activity WHERE usename LIKE 'tenant\\_%' GROUP BY usename")
+_SESSIONS = sql.SQL(
+    "SELECT CASE WHEN starts_with(usename, %(login)s) THEN 'tenant_' || substr(usename, length(%(login)s) + 1)"
+    " ELSE usename END, count(*) FROM pg_stat_activity"
+    " WHERE usename LIKE 'tenant\\_%%' OR starts_with(usename, %(login)s) GROUP BY 1")
 
 
 def tenant_bytes(conn: psycopg.Connection, schema: str, database: str | None) -> int:
@@ -59,7 +64,8 @@ def measure_one(shared_dsn: str, schema: str, database: str | None, role: str) -
     """One tenant's usage, for its first status before any resync."""
     with admin_session(shared_dsn) as conn:
         size = tenant_bytes(conn, schema, database)
-        sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [role]).fetchone()
+        sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = ANY(%s)",
+                                [[role, names.shared_app_login_of_role(role)]]).fetchone()
     return DataUsage(size, int(sessions[0]) if sessions else 0)
 
 
@@ -67,7 +73,8 @@ def measure(shared_dsn: str) -> dict[str, DataUsage]:
     """Every tenant's usage on the server of `shared_dsn` (the admin's, on the shared database)."""
     with admin_session(shared_dsn) as conn:
         sizes = {name: int(size or 0) for name, size in conn.execute(_USAGE).fetchall()}
-        sessions = {name: int(count) for name, count in conn.execute(_SESSIONS).fetchall()}
+        sessions = {name: int(count) for name, count in conn.execute(
+            _SESSIONS, {"login": names.SHARED_APP_LOGIN_PREFIX}).fetchall()}
     return {name: DataUsage(size, sessions.get(name, 0)) for name, size in sizes.items()}
 
 
