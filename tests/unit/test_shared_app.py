@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import urllib.request
@@ -642,3 +643,28 @@ def test_server_runs_requests_in_parallel(routes_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("headers", [[("X_Tenant_ID", "acme")], [("x_tenant_id", "acme")],
+                                     [("X-Tenant-ID", "globex"), ("X_Tenant_ID", "acme")]])
+def test_a_tenant_header_spelled_with_underscores_is_not_read(headers):
+    # A proxy that sets or strips X-Tenant-ID must not be bypassed by X_Tenant_ID, which WSGI spells alike.
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(environ.get("HTTP_X_TENANT_ID"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b""]
+
+    server = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as client:
+            lines = ["GET /notes HTTP/1.0", *(f"{name}: {value}" for name, value in headers), "", ""]
+            client.sendall("\r\n".join(lines).encode())
+            assert client.recv(100).startswith(b"HTTP/1.0 200")
+    finally:
+        server.shutdown()
+        server.server_close()
+    dashed = [value for name, value in headers if "_" not in name]
+    assert seen == [dashed[0] if dashed else None]

@@ -18,6 +18,17 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class RequestHandler(WSGIRequestHandler):
+    def get_environ(self) -> dict:
+        """The WSGI environ, without headers whose names hold an underscore.
+
+        WSGI spells `X-Tenant-ID` and `X_Tenant_ID` alike (HTTP_X_TENANT_ID), so a client could
+        name its tenant past a proxy that sets or strips only the dashed header. nginx and
+        Apache drop such headers for the same reason; so does this server.
+        """
+        for name in {name for name in self.headers.keys() if "_" in name}:
+            del self.headers[name]
+        return super().get_environ()
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Silent: the app logs each request itself, with its tenant."""
 
