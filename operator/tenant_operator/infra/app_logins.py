@@ -13,11 +13,13 @@ every tenant would hand any tenant every other one; a login of its own reaches
 nothing but the tenant whose code it is.
 
 Every login has the same password, the Secret names.SHARED_APP_SECRET's (the
-Secret is the truth). This process remembers the password it gave the logins of
-each server: a Secret holding another one (start-up, a rotation, a Secret made
-again) sets it on every login of that server, and a login made later gets it
-too. Both happen under one lock, so a login made during a rotation cannot keep
-the old password.
+Secret is the truth). This process remembers the password the logins of each
+server take: a Secret holding another one (a rotation, a Secret made again) sets
+it on every login of that server, and a login made later gets it too. Both
+happen under one lock, so a login made during a rotation cannot keep the old
+password. At start-up one login is tried with the Secret's password: logins are
+only ever set all together (a rotation cut short is redone, its request still
+unanswered), so a restart costs one login, not a write per tenant.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import threading
 
 import psycopg
 from psycopg import sql as q
+from psycopg.conninfo import make_conninfo
 
 from tenant_operator.api import names
 from tenant_operator.infra import sql
@@ -33,7 +36,8 @@ from tenant_operator.infra import sql
 _lock = threading.Lock()
 _password: str | None = None
 _set_on: dict[str, str] = {}
-"""Server (its admin DSN) -> the password every login there was given by this process."""
+"""Server (its admin DSN) -> the password every login there takes, as this process knows."""
+LOGIN_TIMEOUT = 10
 
 
 def _verifier(conn: psycopg.Connection, login: str, password: str) -> str:
@@ -52,17 +56,30 @@ def logins(conn: psycopg.Connection) -> list[str]:
 
 
 def set_password(conn: psycopg.Connection, server: str, password: str) -> int:
-    """Make `password` every login's on the session's server, if this process has not yet; how many were set."""
+    """Make `password` every login's on the session's server (`server`: its admin DSN); how many were set."""
     global _password
     with _lock:
         _password = password
         if _set_on.get(server) == password:
             return 0
         every = logins(conn)
+        if every and _accepts(server, every[0], password):
+            _set_on[server] = password
+            return 0
+        verifier = _verifier(conn, "", password)  # SCRAM's verifier does not depend on the name: one for all
         for login in every:
-            conn.execute(sql.alter_role_password(login, _verifier(conn, login, password)))
+            conn.execute(sql.alter_role_password(login, verifier))
         _set_on[server] = password
         return len(every)
+
+
+def _accepts(server: str, login: str, password: str) -> bool:
+    try:
+        psycopg.connect(make_conninfo(server, user=login, password=password, connect_timeout=LOGIN_TIMEOUT,
+                                      options="")).close()
+    except psycopg.OperationalError:
+        return False
+    return True
 
 
 def forget(server: str) -> None:
