@@ -17,8 +17,15 @@ import psycopg
 import pytest
 
 from tenant_operator.infra import storage
-from tenant_operator.infra.postgres import (ISOLATED, SHARED, DataPlacement, drop_tenant_data, ensure_tenant_data,
-                                            new_password, placement)
+from tenant_operator.infra.postgres import (
+    ISOLATED,
+    SHARED,
+    DataPlacement,
+    drop_tenant_data,
+    ensure_tenant_data,
+    new_password,
+    placement,
+)
 from tenant_operator.infra.shared_database import ensure_shared_database
 
 pytestmark = pytest.mark.e2e

@@ -40,22 +40,19 @@ trigger (VACUUM FULL would, and is never used).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 import psycopg
 from psycopg import sql as q
 from psycopg.conninfo import make_conninfo
 
 from tenant_operator.infra import sql, storage_grants, usage
-from tenant_operator.infra.connection import admin_session, fetch_one
+from tenant_operator.infra.connection import admin_session, fetch_one, first_row
 from tenant_operator.infra.postgres import ISOLATED, DataPlacement, stop_owner
 
 # How long a stop, a lift or a measurement waits for a lock the tenant holds.
 LOCK_TIMEOUT = "2s"
 # Tries of a stop or lift; the tenant's lock-holding sessions are ended between two.
 ATTEMPTS = 3
-
-T = TypeVar("T")
 
 
 class StorageBusy(Exception):
@@ -243,11 +240,11 @@ def _grant_reading(conn: psycopg.Connection, placement: DataPlacement, owner: st
             q.Identifier(namespace, name), sql.ident(role)))
     count = len(missing)
     for schema in schemas:
-        if not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", [role, schema]).fetchone()[0]:
+        if not first_row(conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", [role, schema]))[0]:
             conn.execute(q.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.ident(schema), sql.ident(role)))
             count += 1
-    if placement.tier == ISOLATED and not conn.execute(
-            "SELECT has_database_privilege(%s, current_database(), 'CONNECT')", [role]).fetchone()[0]:
+    if placement.tier == ISOLATED and not first_row(conn.execute(
+            "SELECT has_database_privilege(%s, current_database(), 'CONNECT')", [role]))[0]:
         conn.execute(sql.grant_connect(placement.database, role))
         count += 1
     return count

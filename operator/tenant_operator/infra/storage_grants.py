@@ -42,6 +42,7 @@ import psycopg
 from psycopg import sql as q
 
 from tenant_operator.infra import sql
+from tenant_operator.infra.connection import first_row
 
 ADMIN_SCHEMA = "tenancy_admin"
 SAVED_TABLE = "stopped_grants"
@@ -169,8 +170,8 @@ def ensure_saved_table(conn: psycopg.Connection) -> None:
     if row is not None and not row[0]:
         # An isolated tenant owns its database and may have made a schema of that name first: the
         # admin writes only into a table it made itself, so that one is renamed out of the way.
-        aside = conn.execute("SELECT %s || '_' || oid FROM pg_namespace WHERE nspname = %s",
-                             [ADMIN_SCHEMA, ADMIN_SCHEMA]).fetchone()
+        aside = first_row(conn.execute("SELECT %s || '_' || oid FROM pg_namespace WHERE nspname = %s",
+                                       [ADMIN_SCHEMA, ADMIN_SCHEMA]))
         conn.execute(q.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.ident(ADMIN_SCHEMA), sql.ident(aside[0])))
         row = None
     if row is None:
