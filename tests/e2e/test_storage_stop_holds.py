@@ -269,3 +269,24 @@ def test_the_stop_waits_for_no_reader_of_the_tenant(admin_dsn, tenant):
     stopping.join(timeout=60)
     assert not stopping.is_alive()
     idle.close()
+
+
+def test_rows_deleted_while_stopped_give_their_space_back_at_the_next_vacuum(admin_dsn, tenant):
+    where, connect = tenant()
+    with connect() as conn:
+        conn.execute("CREATE TABLE big (id bigserial PRIMARY KEY, payload text)")
+        conn.execute("INSERT INTO big (payload) SELECT md5(g::text) FROM generate_series(1, 20000) g")
+    storage.stop(admin_dsn, where)
+    full = storage.size(admin_dsn, where)
+    assert storage.vacuum(admin_dsn, where) == 0  # nothing deleted: nothing to vacuum
+    with connect() as conn:
+        conn.execute("DELETE FROM big")
+
+    def vacuumed() -> bool:
+        storage.vacuum(admin_dsn, where)
+        return storage.size(admin_dsn, where) < full / 2
+
+    deadline = time.monotonic() + 30
+    while not vacuumed():
+        assert time.monotonic() < deadline, "the deleted rows' space never came back"
+        time.sleep(0.5)

@@ -101,7 +101,8 @@ def vacuum(admin_dsn: str, placement: DataPlacement) -> int:
     """Plain VACUUM of the stopped tenant's tables that have dead rows (only those can shrink); how many.
 
     Rows it deleted at a table's end give their space back, so its size may fall under the limit. A
-    table that has none is left alone: vacuuming every table at every look changes no verdict. A table
+    table that has none, and no autovacuum since ours, is left alone: vacuuming every table at every
+    look changes no verdict. A table
     the tenant keeps locked is skipped (lock_timeout), to be tried at the next look.
     """
     owner = stop_owner(placement)
@@ -111,7 +112,10 @@ def vacuum(admin_dsn: str, placement: DataPlacement) -> int:
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " JOIN pg_stat_all_tables s ON s.relid = c.oid"
             " WHERE (n.nspname = %s OR c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %s))"
-            " AND c.relkind IN ('r', 'm') AND s.n_dead_tup > 0", [placement.schema, owner]).fetchall()
+            " AND c.relkind IN ('r', 'm') AND (s.n_dead_tup > 0"
+            # autovacuum took the dead rows first, but may have left the table's end (it yields its lock)
+            "  OR coalesce(s.last_autovacuum, '-infinity') > coalesce(s.last_vacuum, '-infinity'))",
+            [placement.schema, owner]).fetchall()
         if not tables:
             return 0
         conn.execute(q.SQL("SET lock_timeout = {}").format(q.Literal(LOCK_TIMEOUT)))
@@ -139,7 +143,9 @@ def _bounded(admin_dsn: str, placement: DataPlacement, step: Callable[[psycopg.C
                 if ended:
                     done.append(f"ended {ended} session(s) of {placement.role} that held locks on its data")
                 return done
-            except psycopg.errors.LockNotAvailable:
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+                # A deadlock too: REASSIGN takes its tables' locks one by one, a writer of the tenant
+                # its table's and its sequence's, and PostgreSQL may pick the stop to fail.
                 if attempt + 1 < ATTEMPTS:
                     ended += _end_lock_holders(conn, placement.role)
     raise StorageBusy(f"{placement.role}'s sessions kept their locks on {placement.schema} through {ATTEMPTS} tries "
@@ -168,6 +174,11 @@ def _stop(conn: psycopg.Connection, placement: DataPlacement) -> list[str]:
     if fetch_one(conn, sql.role_state(owner)) is None:
         conn.execute(q.SQL("CREATE ROLE {} WITH NOLOGIN " + sql.ROLE_ATTRIBUTES).format(sql.ident(owner)))
     storage_grants.ensure_saved_table(conn)
+    state = fetch_one(conn, sql.schema_state(schema))
+    if state is None or state["owner"] == role:
+        # A stop starts afresh: rows left by a tenant of the same name whose data was dropped while
+        # stopped name objects by oid, and an oid may have been given to another object since.
+        storage_grants.forget(conn, schema)
     if _owns_anything(conn, role):
         conn.execute(q.SQL("REASSIGN OWNED BY {} TO {}").format(sql.ident(role), sql.ident(owner)))
         done.append(f"writes stopped: {schema} belongs to {owner}")

@@ -213,8 +213,13 @@ def give_back(conn: psycopg.Connection, stop: str) -> int:
     grants = _named(conn, saved, {"stop": stop})
     for grant in grants:
         conn.execute(grant.grant())
-    conn.execute(q.SQL("DELETE FROM {} WHERE stop = %s").format(_saved()), [stop])
+    forget(conn, stop)
     return len(grants)
+
+
+def forget(conn: psycopg.Connection, stop: str) -> None:
+    """Drop what was saved for `stop`: a fresh stop saves anew."""
+    conn.execute(q.SQL("DELETE FROM {} WHERE stop = %s").format(_saved()), [stop])
 
 
 def has_saved(conn: psycopg.Connection) -> bool:
