@@ -115,6 +115,9 @@ def test_limits_changed_behind_the_operators_back_are_put_back(tenants, make_pla
     ("statementTimeout", "1 hour", "PostgreSQL time unit"),
     ("workMem", "64Mi", "PostgreSQL memory unit"),
     ("connectionLimit", 0, "connectionLimit"),
+    ("maxSize", "500m", "whole number of bytes, at least 1Mi"),  # half a byte: it would stop every tenant
+    ("maxSize", 1000, "whole number of bytes, at least 1Mi"),
+    ("maxSize", "1048576500m", "whole number of bytes, at least 1Mi"),
 ])
 def test_api_refuses_limits_postgres_would_not_read(kube, plans, field, value, says):
     spec = copy.deepcopy(plans["starter"]["spec"])

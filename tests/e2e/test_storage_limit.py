@@ -68,12 +68,18 @@ def test_over_max_size_reads_go_on_writes_stop_and_return_once_under(kube, tenan
 
     writers = Writers(kube, name, count=2).start()
     wait_for_commits(writers, more_than=50)
+    # A transaction the app left open holds a lock the stop needs: it is ended, the stop does not hang.
+    idle = psycopg.connect(url)
+    idle.execute("SELECT count(*) FROM big")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FILL, [3000])
     stopped = wait_for(lambda: storage_condition(tenants, name).get("status") == "True"
                        and storage_condition(tenants, name), timeout=60, what="StorageExceeded True over 3Mi")
     assert "3Mi" in stopped["message"] and "writes are stopped" in stopped["message"]
     assert tenants.get(name)["status"]["phase"] == "Degraded"
+    with pytest.raises(psycopg.OperationalError):
+        idle.execute("SELECT 1")
+    idle.close()
     # The writers' inserts are refused from now on; what they were told committed is all there.
     wait_for(lambda: any("InsufficientPrivilege" in e for w in writers.writers for e in w.errors[-3:]),
              timeout=30, what="the writers' inserts to be refused")
@@ -98,9 +104,11 @@ def test_over_max_size_reads_go_on_writes_stop_and_return_once_under(kube, tenan
     count = count_writes(url, writers)
     assert count.committed > 50 and not count.missing and not count.phantoms and not count.changed_ids, count
 
-    # Making room: the tenant deletes its rows; the operator vacuums and gives writes back.
+    # Making room: the tenant deletes its rows; the operator vacuums and gives writes back. The writers'
+    # table goes too: they wrote megabytes while the stop waited for the open transaction.
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DELETE FROM big")
+        conn.execute("TRUNCATE writes")
     wait_for(lambda: storage_condition(tenants, name).get("reason") == "WithinMaxSize", timeout=60,
              what="StorageExceeded False after the rows were deleted")
     tenants.wait_ready(name)

@@ -74,7 +74,8 @@ def test_the_crd_refuses_the_same_with_the_same_words():
     assert fields["connectionLimit"]["minimum"] == 1
 
 
-@pytest.mark.parametrize("quantity,expected", [("3Mi", 3 * 1024 * 1024), ("10Gi", 10 * 1024**3), ("500M", 500 * 10**6)])
+@pytest.mark.parametrize("quantity,expected", [("3Mi", 3 * 1024 * 1024), ("10Gi", 10 * 1024**3), ("500M", 500 * 10**6),
+                                                    ("1Mi", 2**20), ("1048576", 2**20)])
 def test_max_size_is_a_kubernetes_quantity_of_bytes(quantity, expected):
     assert limits.max_bytes(plan_limits(maxSize=quantity)) == expected
 
@@ -86,6 +87,20 @@ def test_no_max_size_means_no_stop():
 def test_max_size_refuses_what_is_not_a_quantity():
     with pytest.raises(pydantic.ValidationError, match="quantity"):
         plan_limits(maxSize="ten gigs")
+
+
+@pytest.mark.parametrize("quantity", ["500m", "1023Ki", "1048575", "1.5", "1048576.5", "0"])
+def test_max_size_refuses_fractions_of_a_byte_and_less_than_a_mebibyte(quantity):
+    with pytest.raises(pydantic.ValidationError, match="whole number of bytes, at least 1Mi"):
+        plan_limits(maxSize=quantity)
+
+
+def test_the_crd_says_so_for_max_size_too():
+    crd = yaml.safe_load((REPO_ROOT / "crds" / "tenancy.dev_tenantplans.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    (rule,) = spec["properties"]["database"]["properties"]["limits"]["x-kubernetes-validations"]
+    assert rule["message"] == limits.MAX_SIZE_MESSAGE and rule["fieldPath"] == ".maxSize"
+    assert "quantity('1Mi')" in rule["rule"] and "isInteger()" in rule["rule"]
 
 
 @pytest.mark.parametrize("field,value", [("statementTimeout", "0"), ("statementTimeout", "1.5s"),

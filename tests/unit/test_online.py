@@ -6,7 +6,7 @@ import pytest
 
 from tenant_operator.api.settings import Settings
 from tenant_operator.api.tenant import Tenant
-from tenant_operator.infra import replication
+from tenant_operator.infra import replication, storage
 from tenant_operator.infra.postgres import placement
 from tenant_operator.reconcile import online
 from tenant_operator.reconcile.context import Context
@@ -29,7 +29,8 @@ def tenant(annotation: str | None = None) -> Tenant:
 
 @pytest.fixture
 def server(monkeypatch):
-    state = {"able": replication.Capability(True, "ok", superuser=True), "blockers": []}
+    state = {"able": replication.Capability(True, "ok", superuser=True), "blockers": [], "stopped": False}
+    monkeypatch.setattr(storage, "stopped", lambda dsn, source: state["stopped"])
     monkeypatch.setattr(replication, "capability", lambda dsn: state["able"])
     monkeypatch.setattr(replication, "blockers", lambda dsn, source: state["blockers"])
     return state
@@ -56,6 +57,12 @@ def test_a_tenant_with_functions_moves_offline(server):
     server["blockers"] = ["the tenant defines 2 function(s): ..."]
     mode, why, _ = online.choose_mode(context(), tenant(), SIDES, URL)
     assert mode == "offline" and "defines 2 function" in why
+
+
+def test_a_tenant_over_its_max_size_moves_offline_and_stays_stopped_until_the_freeze(server):
+    server["stopped"] = True
+    mode, why, _ = online.choose_mode(context("online"), tenant("online"), SIDES, URL)
+    assert mode == "offline" and "over its maxSize" in why and "until the freeze" in why
 
 
 def test_an_unknown_move_mode_setting_is_refused_at_start():

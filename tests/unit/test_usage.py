@@ -61,10 +61,20 @@ def test_per_tenant_series_are_dropped_with_the_tenant():
     assert REGISTRY.get_sample_value("tenant_quota_used_ratio",
                                      {"tenant": "gone-soon", "resource": "requests.cpu"}) is None
 
+    metrics.track_storage("gone-soon", True)
+    assert REGISTRY.get_sample_value("tenant_storage_exceeded", {"tenant": "gone-soon"}) == 1
+
     metrics.forget_tenant("gone-soon")
-    for name in ("tenant_database_bytes", "tenant_database_connections"):
+    for name in ("tenant_database_bytes", "tenant_database_connections", "tenant_storage_exceeded"):
         assert REGISTRY.get_sample_value(name, {"tenant": "gone-soon"}) is None
     assert REGISTRY.get_sample_value("tenant_quota_used_ratio", {"tenant": "gone-soon", "resource": "pods"}) is None
+
+
+def test_the_stop_series_goes_when_the_plan_drops_its_max_size():
+    metrics.track_storage("unbounded-soon", False)
+    assert REGISTRY.get_sample_value("tenant_storage_exceeded", {"tenant": "unbounded-soon"}) == 0
+    metrics.track_storage("unbounded-soon", None)
+    assert REGISTRY.get_sample_value("tenant_storage_exceeded", {"tenant": "unbounded-soon"}) is None
 
 
 def test_one_measurement_serves_a_whole_pass():

@@ -12,9 +12,9 @@ not a tenant that sets out to escape them. CONNECTION LIMIT holds.
 from __future__ import annotations
 
 from kubernetes.utils.quantity import parse_quantity
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
-from tenant_operator.api.fields import Quantity, SpecModel, _matching
+from tenant_operator.api.fields import WHOLE_BINARY, Quantity, SpecModel, _matching, _whole, cel, validations
 
 DURATION_PATTERN = r"^[0-9]{1,9}([.][0-9]{1,3})?(us|ms|s|min|h|d)?$"
 DURATION_MESSAGE = ("must be a number with a PostgreSQL time unit (us, ms, s, min, h or d; none means "
@@ -25,6 +25,18 @@ SIZE_MESSAGE = ("must be a whole number with a PostgreSQL memory unit (B, kB, MB
 
 Duration = _matching(DURATION_PATTERN, DURATION_MESSAGE, 16)
 Size = _matching(SIZE_PATTERN, SIZE_MESSAGE, 16)
+
+# maxSize is bytes: `500m` is half a byte and would stop every tenant of the plan, so whole bytes from
+# 1Mi up (a tenant's empty schema and catalogs take kilobytes already). CEL's isInteger() is false for
+# binary suffixes, so a whole number before one counts as whole (fields.py says the same for quotas).
+MIN_MAX_SIZE = "1Mi"
+MAX_SIZE_MESSAGE = "maxSize must be a whole number of bytes, at least 1Mi, such as 500Mi or 10Gi"
+_CEL_MAX_SIZE = (
+    "!has(self.maxSize) || (type(self.maxSize) == int ? self.maxSize >= 1048576"
+    " : (!isQuantity(self.maxSize) || (quantity(self.maxSize).compareTo(quantity('1Mi')) >= 0"
+    f" && (quantity(self.maxSize).isInteger() || self.maxSize.matches('{WHOLE_BINARY}')"
+    " || quantity(self.maxSize).compareTo(quantity('1E')) >= 0))))"
+)
 
 DEFAULT_CONNECTION_LIMIT = 20
 """Without a plan's connectionLimit: a tenant must not be able to exhaust the server's max_connections."""
@@ -42,6 +54,9 @@ ROLE_SETTINGS = {
 class DatabaseLimits(SpecModel):
     """Limits of each tenant's database role; a value left out is PostgreSQL's default (connectionLimit: 20)."""
 
+    model_config = ConfigDict(json_schema_extra=validations(
+        {**cel(_CEL_MAX_SIZE, MAX_SIZE_MESSAGE), "fieldPath": ".maxSize", "reason": "FieldValueInvalid"}))
+
     connection_limit: int | None = Field(default=None, ge=1, le=10000,
                                          description="Sessions the tenant's role may hold at once.")
     statement_timeout: Duration | None = Field(  # type: ignore[valid-type]
@@ -57,6 +72,14 @@ class DatabaseLimits(SpecModel):
     max_size: Quantity | None = Field(
         default=None, description="Bytes the tenant's data may take, such as 10Gi; over it, its writes stop "
                                   "(reads go on) until it is back under (condition StorageExceeded).")
+
+
+    @model_validator(mode="after")
+    def _whole_bytes_from_one_mebibyte(self) -> DatabaseLimits:
+        if self.max_size is not None and (parse_quantity(self.max_size) < parse_quantity(MIN_MAX_SIZE)
+                                          or not _whole(self.max_size)):
+            raise ValueError(MAX_SIZE_MESSAGE)
+        return self
 
 
 def effective(plan: DatabaseLimits, overrides: DatabaseLimits) -> DatabaseLimits:

@@ -46,6 +46,9 @@ TENANT_DATABASE_CONNECTIONS = Gauge("tenant_database_connections",
                                     "Sessions the tenant's role had open at the last resync", ["tenant"])
 TENANT_QUOTA_USED_RATIO = Gauge("tenant_quota_used_ratio", "used / hard of the tenant's ResourceQuota, per resource",
                                 ["tenant", "resource"])
+TENANT_STORAGE_EXCEEDED = Gauge("tenant_storage_exceeded",
+                                "1 while the tenant is over its maxSize and its writes are stopped, else 0 "
+                                "(only tenants with a maxSize or a stop)", ["tenant"])
 
 _tenant_labels: dict[str, tuple[str, str, str]] = {}
 _quota_resources: dict[str, set[str]] = {}
@@ -93,11 +96,22 @@ def track_usage(name: str, database_bytes: int | None, connections: int | None,
     _quota_resources[name] = set(quota_ratios)
 
 
+def track_storage(name: str, exceeded: bool | None) -> None:
+    """The tenant's stop as a 0/1 series; None (no maxSize, nothing stopped): no series."""
+    if exceeded is None:
+        try:
+            TENANT_STORAGE_EXCEEDED.remove(name)
+        except KeyError:
+            pass
+    else:
+        TENANT_STORAGE_EXCEEDED.labels(name).set(1 if exceeded else 0)
+
+
 def forget_tenant(name: str) -> None:
     previous = _tenant_labels.pop(name, None)
     if previous:
         TENANTS.labels(*previous).dec()
-    for gauge in (TENANT_DATABASE_BYTES, TENANT_DATABASE_CONNECTIONS):
+    for gauge in (TENANT_DATABASE_BYTES, TENANT_DATABASE_CONNECTIONS, TENANT_STORAGE_EXCEEDED):
         try:
             gauge.remove(name)
         except KeyError:

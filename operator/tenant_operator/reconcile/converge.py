@@ -128,7 +128,10 @@ def converge(ctx: Context, tenant: Tenant, plan: TenantPlan, tier: str, prune: b
         # Not read back at birth: as the quota controller will count it, nothing used yet.
         quota_status = next(({"hard": (doc.get("spec") or {}).get("hard") or {}, "used": {}}
                              for doc in objects["quota"] if doc["kind"] == "ResourceQuota"), None)
-    return Converged(parts, _outcome(parts, workloads, schema), schema=schema, quota_status=quota_status,
+    outcome = _outcome(parts, workloads, schema)
+    if stored is not None and stored.reason == storage_step.BUSY:
+        outcome = dataclasses.replace(outcome, failed=True)  # the tenant's locks may pass: retried with backoff
+    return Converged(parts, outcome, schema=schema, quota_status=quota_status,
                      storage=stored, max_bytes=limits.max_bytes(bounds))
 
 

@@ -236,9 +236,6 @@ class _Move:
     # --- the steps -------------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        # A tenant over its maxSize moves as it is at rest (owning its objects): the freeze stops its writes
-        # from here, and its new home looks at its size again once it is there.
-        storage.lift(self.admin, self.source)
         if self.across and self.target.tier == postgres.SHARED:
             shared_database.ensure_shared_database(self.target_ctx.server.maintenance_dsn(),
                                                    self.ctx.settings.shared_database)
@@ -278,6 +275,10 @@ class _Move:
             self.record["freezeStarted"] = _timestamp()
             self.record["freezeStartedAt"] = round(time.time(), 3)  # the freeze is told to the millisecond
         postgres.lock_out(self.admin, self.source.role)
+        # A tenant over its maxSize stays stopped until here (online.choose_mode copies it offline): locked
+        # out, it cannot write, and it is copied as it is at rest, owning its objects with their grants. Its
+        # new home looks at its size once it is there, and stops it again if it is still over.
+        storage.lift(self.admin, self.source)
         faults.reached("step:freeze")
         self.authority.check("freeze the workloads")
         if self.source.tier == postgres.ISOLATED:

@@ -25,7 +25,7 @@ from typing import Any
 
 from tenant_operator.api import names
 from tenant_operator.api.tenant import Tenant
-from tenant_operator.infra import replication, usage
+from tenant_operator.infra import replication, storage, usage
 from tenant_operator.infra.connection import admin_session
 from tenant_operator.infra.postgres import DataPlacement
 from tenant_operator.reconcile.context import Context
@@ -56,6 +56,11 @@ def choose_mode(ctx: Context, tenant: Tenant, sides: Sides, maintenance_dsn: str
         asked = ctx.settings.move_mode
     if asked == OFFLINE:
         return OFFLINE, "offline asked for: the copy runs inside the freeze", False
+    if storage.stopped(sides.source_admin, sides.source):
+        # Replication would need it at rest (its dump, its grants) while it may still write: kept
+        # stopped instead until the freeze, which lifts the stop once the tenant is locked out.
+        return OFFLINE, "the tenant is over its maxSize and stays read-only until the freeze; the copy runs " \
+                        "inside it", False
     able = replication.capability(maintenance_dsn)
     if not able.online:
         return OFFLINE, f"the source server cannot replicate: {able.reason}; the copy runs inside the freeze", False
