@@ -13,7 +13,7 @@ import secrets
 import psycopg
 import pytest
 
-from tenant_operator.api.kinds import TENANT_PLAN, ObjectRef
+from tenant_operator.api.kinds import TENANT, TENANT_PLAN, ObjectRef
 from tenant_operator.dev.wait import wait_for
 
 from .migration_data import tenant_secret
@@ -181,3 +181,55 @@ def test_isolated_tenant_over_max_size_cannot_write_even_in_a_schema_of_its_own(
         tenants.delete(name)
         tenants.wait_gone(name, timeout=120)
         kube.delete(ObjectRef(TENANT_PLAN, name))
+
+
+def test_a_stopped_tenant_moves_offline_stays_read_only_and_loses_nothing(kube, tenants, plans):
+    # Moving a stopped tenant must not lift its stop early (an online move would let it write through the
+    # replication), nor lose a row: it moves offline, its writers refused throughout, and is stopped again
+    # in its new home while it is still over.
+    plan = f"capped-move-{secrets.token_hex(3)}"
+    spec = copy.deepcopy(plans["professional"]["spec"])
+    spec["database"] = {"limits": {"maxSize": "12Mi"}}
+    kube.create(TENANT_PLAN.collection_path(), {"apiVersion": "tenancy.dev/v1alpha1", "kind": "TenantPlan",
+                                                "metadata": {"name": plan}, "spec": spec})
+    name = tenants.unique("capped-move")
+    try:
+        tenants.create(name, plan=plan)
+        tenants.wait_ready(name, timeout=120)
+        url = tenant_secret(kube, name)["DATABASE_URL"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE big (id bigserial PRIMARY KEY, payload text NOT NULL)")
+            conn.execute(TABLE)
+        writers = Writers(kube, name, count=2).start()
+        wait_for_commits(writers, more_than=50)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(FILL, [14000])
+        wait_for(lambda: storage_condition(tenants, name).get("status") == "True", timeout=60,
+                 what="the stop over 12Mi")
+        wait_for(lambda: any("InsufficientPrivilege" in e for w in writers.writers for e in w.errors[-3:]),
+                 timeout=30, what="the writers' inserts to be refused")
+        committed = sum(len(w.committed) for w in writers.writers)
+
+        generation = kube.merge_patch(ObjectRef(TENANT, name), {"spec": {"tier": "isolated"}})["metadata"]["generation"]
+        done = wait_for(lambda: (c := tenants.condition(name, "Migrating")) and c["reason"] == "MigrationCompleted"
+                        and c["observedGeneration"] == generation and c, timeout=180, what=f"{name} on isolated")
+        writers.stop()
+        assert "offline" in done["message"], done["message"]
+
+        events = kube.request("GET", "/api/v1/namespaces/default/events",
+                              [("fieldSelector", f"involvedObject.name={name}")])["items"]
+        said = [e["message"] for e in events if e.get("reason") == "MigrationMode"]
+        assert said and all(message.startswith("offline") and "maxSize" in message for message in said), said
+        assert sum(len(w.committed) for w in writers.writers) == committed  # not one write while stopped
+        url = tenant_secret(kube, name)["DATABASE_URL"]
+        count = count_writes(url, writers)
+        assert count.committed > 50 and not count.missing and not count.phantoms and not count.changed_ids, count
+        wait_for(lambda: storage_condition(tenants, name).get("status") == "True", timeout=60,
+                 what="the stop in its new home")
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 14000
+            assert refused(conn, "INSERT INTO big (payload) VALUES ('after the move')")
+    finally:
+        tenants.delete(name)
+        tenants.wait_gone(name, timeout=120)
+        kube.delete(ObjectRef(TENANT_PLAN, plan))
