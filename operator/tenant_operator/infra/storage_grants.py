@@ -20,6 +20,9 @@ What "could write" means, per kind of object (`_WRITING`):
   read there keep USAGE, and so keep reading;
 - isolated tier: the database's CREATE and TEMPORARY, and EXECUTE on the large
   object creators (the shared database never grants those, shared_database.py).
+  Those functions belong to the bootstrap superuser: an admin that is no superuser
+  cannot revoke them (PostgreSQL warns, revokes nothing), so they are left out then
+  rather than have every stop refused as incomplete; docs/database-limits.md says so.
 
 Saved where: `tenancy_admin.stopped_grants` in the same database, a schema the admin
 owns and grants nobody anything in, keyed by the stopped schema. Same database, so
@@ -112,7 +115,8 @@ UNION ALL
 SELECT 'FUNCTION', p.oid, p.proowner, coalesce(p.proacl, acldefault('f', p.proowner))
   FROM pg_proc p WHERE (p.prosecdef AND (p.pronamespace IN (SELECT oid FROM covered)
                                           OR p.proowner = (SELECT oid FROM stop_owner)))
-                    OR (%(isolated)s AND p.oid = ANY (%(creators)s::text[]::regprocedure[]))
+                    OR (%(isolated)s AND p.oid = ANY (%(creators)s::text[]::regprocedure[])
+                        AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))
 UNION ALL
 SELECT 'SCHEMA', n.oid, n.nspowner, coalesce(n.nspacl, acldefault('n', n.nspowner))
   FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM covered)
