@@ -276,6 +276,11 @@ def _database_step(ctx: Context, tenant: Tenant, plan: TenantPlan, bounds: limit
         return _DatabaseStep(Condition(cond.DATABASE_READY, False, "InvalidDatabaseLimits",
                                        f"PostgreSQL refused a database limit of plan {plan.name} or the tenant's "
                                        f"databaseOverrides: {' '.join(str(error).split())}"))
+    except psycopg.errors.InsufficientPrivilege as error:
+        # An admin with CREATEROLE but no SUPERUSER may not set some limits (temp_file_limit): said, not a crash.
+        return _DatabaseStep(Condition(cond.DATABASE_READY, False, "AdminLacksRights",
+                                       f"PostgreSQL refused the operator's admin: {' '.join(str(error).split())}; "
+                                       f"a limit such as tempFileLimit (plan {plan.name}) needs a superuser admin"))
     except ApiException as error:
         return _DatabaseStep(Condition(cond.DATABASE_READY, False, "ApplyFailed", _api_error_message(error)))
     ctx.passwords.put(tenant.name, result.password)
