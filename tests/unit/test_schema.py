@@ -90,6 +90,25 @@ def test_no_more_than_max_parallel_tenants_migrate_at_once_and_a_freed_slot_wake
     assert gate.may_start(app, view("c"), 2) is None
 
 
+def test_a_slot_handed_to_a_tenant_that_no_longer_needs_it_is_handed_on_by_the_pump():
+    bodies = [tenant_body(n, 1) for n in "abcd"]
+    woken: list[str] = []
+    gate, app = RolloutGate(lambda name: bodies, wake=woken.append), schema(maxParallel=1)
+    assert gate.may_start(app, view("a"), 2) is None
+    assert gate.may_start(app, view("b"), 2).brief
+    assert gate.may_start(app, view("c"), 2).brief
+    assert gate.may_start(app, view("d"), 2).brief
+    gate.pump()
+    assert woken == []  # no free slot: nobody woken for nothing
+    gate.finished(app, view("a"), failed=False)
+    assert woken == ["b"]  # b was deleted meanwhile, say: it never asks, the slot stays free
+    gate.pump()
+    assert woken == ["b", "c"]  # the next in line
+    assert gate.may_start(app, view("c"), 2) is None
+    gate.pump()
+    assert woken == ["b", "c"]  # c took the slot: d waits for it
+
+
 def test_a_paused_rollout_starts_nobody():
     assert "paused" in gate_over([tenant_body("a", 1)]).may_start(schema(paused=True), view("a"), 2).reason
 

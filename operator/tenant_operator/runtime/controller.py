@@ -313,6 +313,8 @@ class Controller:
 
     def _write_rollout_status(self) -> None:
         """Each DatabaseSchema's status from its tenants' (written only when it changed)."""
+        if isinstance(self.context.rollouts, RolloutGate):
+            self.context.rollouts.pump()  # a slot freed and handed to nobody
         for name in list(self.schemas):
             write_rollout_status(self.kube, self.context.schemas, self.context.events, name,
                                  tenants_of_schema(list(self.tenants.values()), self.plans, name))

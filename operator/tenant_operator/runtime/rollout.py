@@ -61,6 +61,7 @@ class RolloutGate:
         self._failed: dict[tuple[str, int], set[str]] = {}
         self._canaries_done: dict[tuple[str, int], float] = {}
         self._seen_failed: dict[tuple[str, int], tuple[float, set[str]]] = {}
+        self._parallel: dict[str, int] = {}
 
     def may_start(self, schema: DatabaseSchema, tenant: Tenant, latest: int) -> Wait | None:
         rollout = schema.spec.rollout
@@ -76,6 +77,7 @@ class RolloutGate:
             if waiting:
                 return Wait(waiting)
         with self._lock:
+            self._parallel[schema.name] = rollout.max_parallel
             running = self._running.setdefault(schema.name, set())
             if tenant.name in running:
                 return None
@@ -98,6 +100,23 @@ class RolloutGate:
                 del waiting[following]
         if following is not None:
             self.wake(following)
+
+    def pump(self) -> None:
+        """Wake as many waiting tenants as each schema has free slots.
+
+        finished() hands a freed slot to the next tenant waiting; a tenant woken that no longer
+        needs one (it reached the version, it was deleted) hands it on to nobody. Called every
+        few seconds by the leader, so such a slot stays idle that long, not until polls come round.
+        """
+        woken = []
+        with self._lock:
+            for name, waiting in self._waiting.items():
+                free = self._parallel.get(name, 0) - len(self._running.get(name, ()))
+                for tenant in list(waiting)[:max(free, 0)]:
+                    del waiting[tenant]
+                    woken.append(tenant)
+        for tenant in woken:
+            self.wake(tenant)
 
     def failed(self, schema: DatabaseSchema) -> set[str]:
         """Tenants failed under the schema's current generation (cache and this process's own)."""
