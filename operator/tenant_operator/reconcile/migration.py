@@ -365,7 +365,7 @@ class _Move:
             postgres.grant_connect(self.target_admin, self.target.database, self.target.role)
         faults.reached("step:switch")
         self.authority.check("point the tenant at the target")
-        converged = self._converge(self.target.tier)
+        converged = self._converge(target=True)
         if converged.refused or converged.outcome.failed:
             broken = [f"{p.type} {p.reason}: {p.message}" for p in converged.parts if p.ok is False]
             raise _TargetNotReady("; ".join(broken) or "the target is not ready")
@@ -389,8 +389,8 @@ class _Move:
 
     # --- endings -----------------------------------------------------------------------------------
 
-    def _converge(self, tier: str) -> Converged:
-        ctx = self.target_ctx if tier == self.record["to"] else self.ctx
+    def _converge(self, target: bool) -> Converged:  # by side, not tier: a move between servers may keep its tier
+        ctx, tier = (self.target_ctx, self.record["to"]) if target else (self.ctx, self.record["from"])
         return converge(ctx, self.tenant, self.plan, tier, prune=True, with_schema=False)
 
     def _unfreeze(self, home: Context | None = None) -> None:
@@ -410,7 +410,7 @@ class _Move:
                    f"{record['rowsCopied']} rows; "
                    f"writes frozen {record.get('freezeSeconds', 0):.2f}s; source kept as {record.get('quarantine')}")
         self.authority.check("finish the migration")
-        converged = self._converge(record["to"])
+        converged = self._converge(target=True)
         parts = converged.parts
         done = Condition(cond.MIGRATING, False, "MigrationCompleted", message)
         self.tenant = report(self.target_ctx, self.tenant, [*parts, cond.summary(parts), done],
@@ -436,7 +436,7 @@ class _Move:
             self._unfreeze(home=self.ctx)
         metrics.MIGRATIONS.labels("rolled_back" if reason != "MigrationCancelled" else "cancelled").inc()
         # Unfreezes: route and workloads as the source tier wants them; the target's workloads go.
-        converged = self._converge(record["from"])
+        converged = self._converge(target=False)
         parts = converged.parts
         failed = Condition(cond.MIGRATING, False, reason,
                            f"migration to {moves.where(record, 'to')} rolled back: {message}; the tenant stays on "
