@@ -136,7 +136,10 @@ def test_a_failing_version_halts_the_rollout_at_the_canaries_and_a_fix_resumes_i
     assert tenants.get(canary)["status"]["phase"] == "Degraded"
     for name in rest:
         assert history(kube, name) == [1]
-        assert tenants.condition(name, "SchemaReady")["reason"] == "SchemaRolloutPending"
+        # Each says why it waits once its turn has come (a reconcile in flight at the change comes again).
+        wait_for(lambda n=name: tenants.condition(n, "SchemaReady")["reason"] == "SchemaRolloutPending",
+                 timeout=30, what=f"{name} to say it waits for the halted rollout")
+        assert history(kube, name) == [1]
     assert history(kube, canary) == [1]
 
     fixed = {"version": 2, "description": "fixed", "sql": "ALTER TABLE items ADD COLUMN x int;"}
