@@ -37,6 +37,15 @@ def capped_plan(kube, plans):
     kube.delete(ObjectRef(TENANT_PLAN, name))
 
 
+def both_tiers_plan(kube, plans, name: str, max_size: str) -> str:
+    """The sample plan with both tiers (professional), capped at `max_size`; the caller deletes it."""
+    spec = copy.deepcopy(plans["professional"]["spec"])
+    spec["database"] = {"limits": {"maxSize": max_size}}
+    kube.create(TENANT_PLAN.collection_path(), {"apiVersion": "tenancy.dev/v1alpha1", "kind": "TenantPlan",
+                                                "metadata": {"name": name}, "spec": spec})
+    return name
+
+
 def storage_condition(tenants, name: str) -> dict:
     return tenants.condition(name, "StorageExceeded") or {}
 
@@ -152,11 +161,7 @@ def test_raising_the_plan_lifts_the_stop(kube, tenants, capped_plan):
 
 
 def test_isolated_tenant_over_max_size_cannot_write_even_in_a_schema_of_its_own(kube, tenants, plans):
-    name = f"capped-iso-{secrets.token_hex(3)}"
-    spec = copy.deepcopy(plans["professional"]["spec"])
-    spec["database"] = {"limits": {"maxSize": "12Mi"}}
-    kube.create(TENANT_PLAN.collection_path(), {"apiVersion": "tenancy.dev/v1alpha1", "kind": "TenantPlan",
-                                                "metadata": {"name": name}, "spec": spec})
+    name = both_tiers_plan(kube, plans, f"capped-iso-{secrets.token_hex(3)}", "12Mi")
     try:
         tenants.create(name, plan=name, tier="isolated")
         tenants.wait_ready(name, timeout=120)
@@ -187,11 +192,7 @@ def test_a_stopped_tenant_moves_offline_stays_read_only_and_loses_nothing(kube, 
     # Moving a stopped tenant must not lift its stop early (an online move would let it write through the
     # replication), nor lose a row: it moves offline, its writers refused throughout, and is stopped again
     # in its new home while it is still over.
-    plan = f"capped-move-{secrets.token_hex(3)}"
-    spec = copy.deepcopy(plans["professional"]["spec"])
-    spec["database"] = {"limits": {"maxSize": "12Mi"}}
-    kube.create(TENANT_PLAN.collection_path(), {"apiVersion": "tenancy.dev/v1alpha1", "kind": "TenantPlan",
-                                                "metadata": {"name": plan}, "spec": spec})
+    plan = both_tiers_plan(kube, plans, f"capped-move-{secrets.token_hex(3)}", "12Mi")
     name = tenants.unique("capped-move")
     try:
         tenants.create(name, plan=plan)
